@@ -1,0 +1,109 @@
+"""Compatibility layer that lets RecBole 1.2.1 run on numpy 2 and torch >= 2.6.
+
+RecBole's last release predates both. Each shim below is the smallest change that
+makes RecBole's own code path work again; :func:`apply` runs them once, on import of
+:mod:`recbole_llmsrec`. ``recbole.quick_start`` is never imported: it imports ray at
+module level, which needs ``pkg_resources`` and ``np.bool8`` (both gone).
+
+pandas 3 is not shimmed but excluded by the package requirements (``pandas<3``): its
+copy-on-write turns RecBole's chained in-place ``fillna`` into a silent no-op.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+# numpy 2 removed these aliases; RecBole uses them at run time (``np.float`` in the
+# dataset and evaluator, ``np.long`` in the embedding layers) and its ``Config``
+# re-creates the short names from the underscore ones (``np.float = np.float_``).
+NUMPY_ALIASES: dict[str, Any] = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool": np.bool_,
+    "int": np.int_,
+    "float": np.float64,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.str_,
+}
+
+
+def add_numpy_aliases() -> None:
+    """Restore the numpy 1 scalar aliases RecBole refers to (only those missing)."""
+    for name, value in NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+class _TrustedCheckpointTorch(types.ModuleType):
+    """``torch`` as seen by RecBole's trainer module, with its own checkpoint loads allowed.
+
+    RecBole checkpoints pickle the ``Config`` object; torch >= 2.6 refuses that by default
+    (``weights_only=True``). Only ``recbole.trainer.trainer`` sees this module, so the
+    unpickling stays limited to the checkpoints RecBole itself wrote and reloads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("weights_only", False)
+        return torch.load(f, *args, **kwargs)
+
+
+def allow_recbole_checkpoint_loads() -> None:
+    """Let ``Trainer.resume_checkpoint`` and ``Trainer.evaluate(load_best_model=True)`` load."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    if not isinstance(recbole_trainer.torch, _TrustedCheckpointTorch):
+        recbole_trainer.torch = _TrustedCheckpointTorch()
+
+
+def import_sequential_models_without_anomaly_detection() -> None:
+    """Import RecBole's sequential models, then undo SINE's global anomaly detection.
+
+    ``recbole/model/sequential_recommender/sine.py`` calls
+    ``torch.autograd.set_detect_anomaly(True)`` at import time, and the package
+    ``__init__`` imports every model, so merely loading SASRec slows every backward
+    pass in the process several-fold.
+    """
+    was_enabled = torch.is_anomaly_enabled()
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(was_enabled)
+
+
+def silence_recbole_pandas_warnings() -> None:
+    """Hide pandas' FutureWarnings about RecBole's chained ``fillna(inplace=True)`` and ``agg(len)``.
+
+    On pandas < 3 (which the package requires) both still do what RecBole means; the
+    warnings only announce pandas 3, where they would not.
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset")
+
+
+_applied = False
+
+
+def apply() -> None:
+    """Apply every shim once; later calls do nothing."""
+    global _applied
+    if _applied:
+        return
+    add_numpy_aliases()
+    silence_recbole_pandas_warnings()
+    allow_recbole_checkpoint_loads()
+    import_sequential_models_without_anomaly_detection()
+    _applied = True

@@ -1,0 +1,100 @@
+"""RecBole ``Config`` that finds the plugin's models and layers its ``properties/`` YAMLs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_llmsrec.utils import get_model, properties_dir
+
+
+# Dict-valued settings merged key by key across YAML defaults, files, config_dict and command
+# line, so that `teacher_config: {epochs: 5}` changes one teacher setting and keeps the rest.
+MERGED_DICT_KEYS = ("teacher_config",)
+
+
+class Config(RecBoleConfig):
+    """RecBole's configurator with the plugin's model lookup and YAML defaults.
+
+    Priority is RecBole's: command line > ``config_dict`` > config files > plugin YAMLs >
+    RecBole YAMLs. The plugin layers ``properties/model/<model>.yaml`` and
+    ``properties/dataset/<dataset>.yaml`` over RecBole's own defaults.
+    """
+
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | None = None,
+        config_dict: dict[str, Any] | None = None,
+    ) -> None:
+        self.config_file_list = list(config_file_list or [])
+        super().__init__(model, dataset, self.config_file_list, config_dict)
+
+    def compatibility_settings(self) -> None:
+        # recbole_llmsrec.compat has restored the numpy aliases; RecBole's version reads
+        # ``np.float_``-style names that numpy 2 removed.
+        pass
+
+    def _get_model_and_dataset(self, model: str | type | None, dataset: str | None) -> tuple[str, type, str]:
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError(
+                    "No model given: pass model=..., set `model:` in a config file or config_dict, "
+                    "or use --model=NAME on the command line."
+                )
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise KeyError(
+                    "No dataset given: pass dataset=..., set `dataset:` in a config file or config_dict, "
+                    "or use --dataset=NAME on the command line."
+                )
+        if isinstance(model, str):
+            return model, get_model(model), dataset
+        return model.__name__, model, dataset
+
+    def _load_internal_config_dict(self, model: str, model_class: type, dataset: str) -> None:
+        super()._load_internal_config_dict(model, model_class, dataset)
+        properties = properties_dir()
+        for plugin_file in (properties / "model" / f"{model}.yaml", properties / "dataset" / f"{dataset}.yaml"):
+            if os.path.isfile(plugin_file):
+                self._update_internal_config_dict(str(plugin_file))
+
+
+    def _get_final_config_dict(self) -> dict[str, Any]:
+        final = super()._get_final_config_dict()
+        for key in MERGED_DICT_KEYS:
+            layers = (self.internal_config_dict, self.file_config_dict, self.variable_config_dict, self.cmd_config_dict)
+            merged = {}
+            for layer in layers:
+                if isinstance(layer.get(key), dict):
+                    merged.update(layer[key])
+            if merged:
+                final[key] = merged
+        # RecBole's sequential models default to loss_type CE, which RecBole then rejects beside
+        # overall.yaml's default negative sampling; a user who set neither means "no sampling".
+        if (
+            final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and final.get("loss_type") == "CE"
+            and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            final["train_neg_sample_args"] = None
+        return final
+
+
+class PriorityDictConfig(Config):
+    """A ``Config`` whose ``config_dict`` outranks the command line.
+
+    The teacher stage builds its config from the user's files and command line, but its
+    own training settings (``teacher_config``) must win over flags meant for LLMSRec,
+    such as ``--epochs=1``.
+    """
+
+    def _merge_external_config_dict(self) -> None:
+        super()._merge_external_config_dict()
+        self.external_config_dict.update(self.variable_config_dict)

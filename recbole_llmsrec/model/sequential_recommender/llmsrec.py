@@ -1,0 +1,295 @@
+r"""
+LLMSRec
+################################################
+
+Reference:
+    Sein Kim et al. "Lost in Sequence: Do Large Language Models Understand Sequential
+    Recommendation?" In KDD 2025. arXiv:2502.13909.
+
+Reference code:
+    https://github.com/Sein-Kim/LLM-SRec
+
+A frozen causal LLM reads a prompt listing the user's latest items; after each title a
+``[HistoryEmb]`` slot holds that item's embedding from a frozen, pre-trained CF sequential
+recommender (the teacher) passed through ``f_I``. The last hidden state at ``[UserOut]``
+through ``f_user`` is the user vector; items get the same treatment with ``[ItemOut]`` and
+``f_item``. Only the small MLPs and the two output-token vectors train, on a next-item
+retrieval loss, a distillation of the teacher's user vector and a uniformity loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from tqdm import tqdm
+
+from recbole_llmsrec.llm import load_llm
+from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles
+from recbole_llmsrec.teacher import load_teacher
+
+
+def projection_mlp(in_size: int, hidden_size: int, out_size: int, activation: nn.Module) -> nn.Sequential:
+    """Linear -> LayerNorm -> activation -> Linear, the shape of every LLM-SRec adapter."""
+    return nn.Sequential(
+        nn.Linear(in_size, hidden_size), nn.LayerNorm(hidden_size), activation, nn.Linear(hidden_size, out_size)
+    )
+
+
+def uniformity_loss(normalized: torch.Tensor) -> torch.Tensor:
+    """Mean over distinct pairs of ``exp(-2 * ||x_i - x_j||^2)`` for L2-normalised rows ``[B, D]``."""
+    if normalized.shape[0] < 2:
+        return normalized.new_zeros(())
+    return torch.pdist(normalized, p=2).pow(2).mul(-2).exp().mean()
+
+
+class LLMSRec(SequentialRecommender):
+    r"""LLM-SRec: a frozen LLM made sequence-aware by distilling a frozen CF-SRec teacher."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.history_length = config["history_length"]
+        self.projection_size = config["projection_size"]
+        self.head_hidden_size = config["head_hidden_size"]
+        self.num_negatives = config["num_negatives"]
+        self.retrieval_weight = config["retrieval_weight"]
+        self.distill_weight = config["distill_weight"]
+        self.uniform_weight = config["uniform_weight"]
+        self.llm_batch_size = config["llm_batch_size"]
+        self.show_progress = config["show_progress"]
+        time_list_field = f"{config['TIME_FIELD']}{config['LIST_SUFFIX']}"
+        self.time_list_field = time_list_field if config["prompt_dates"] and config["TIME_FIELD"] else None
+
+        # frozen parts: kept out of the module tree so that they have no optimizer state,
+        # never enter state_dict() / checkpoints, and stay in eval mode under model.train().
+        teacher = load_teacher(config, dataset)
+        llm, tokenizer = load_llm(config["llm_path"], config["device"], config["llm_dtype"])
+        object.__setattr__(self, "teacher", teacher)
+        object.__setattr__(self, "llm", llm)
+        self.prompts = PromptBuilder(
+            tokenizer,
+            item_titles(dataset, config["item_text_field"]),
+            history_length=self.history_length,
+            max_prompt_tokens=config["max_prompt_tokens"],
+            max_title_tokens=config["max_title_tokens"],
+        )
+        self.user_history = self._interacted_items(dataset)
+        llm_size = llm.get_input_embeddings().embedding_dim
+        cf_size = teacher.item_embedding.embedding_dim
+
+        # define layers: f_I, f_user, f_item, f_cf_user and the two output-token vectors
+        self.item_adapter = projection_mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())
+        self.user_head = projection_mlp(llm_size, self.head_hidden_size, self.projection_size, nn.LeakyReLU())
+        self.item_head = projection_mlp(llm_size, self.head_hidden_size, self.projection_size, nn.LeakyReLU())
+        self.cf_user_head = projection_mlp(cf_size, self.projection_size, self.projection_size, nn.GELU())
+        token_embeddings = llm.get_input_embeddings().weight.detach().float()
+        self.user_out_embedding = nn.Parameter(torch.empty(llm_size))
+        self.item_out_embedding = nn.Parameter(torch.empty(llm_size))
+
+        # parameters initialization
+        self.apply(self._init_weights)
+        mean, std = token_embeddings.mean().item(), token_embeddings.std().item()
+        nn.init.normal_(self.user_out_embedding, mean, std)
+        nn.init.normal_(self.item_out_embedding, mean, std)
+        self._eval_cache: dict = {"fingerprint": None, "versions": None, "items": None, "users": {}}
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) must also move the frozen parts that live outside the module tree.
+        super()._apply(fn, *args, **kwargs)
+        self.llm._apply(fn)
+        self.teacher._apply(fn)
+        return self
+
+    def _interacted_items(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's training items as CSR (``indptr [n_users + 1]``, ``items``), for negative sampling."""
+        inter = dataset.inter_feat
+        users = inter[self.USER_ID]
+        pairs = [torch.stack([users, inter[self.ITEM_ID]], 1)]
+        if self.ITEM_SEQ in inter.columns:
+            seq = inter[self.ITEM_SEQ]  # [R, L]
+            owners = users.unsqueeze(1).expand_as(seq)
+            pairs.append(torch.stack([owners[seq > 0], seq[seq > 0]], 1))
+        pairs = torch.unique(torch.cat(pairs), dim=0)  # sorted by user, then item
+        counts = torch.bincount(pairs[:, 0], minlength=dataset.user_num)
+        indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return indptr, pairs[:, 1].contiguous()
+
+    # ------------------------------------------------------------------ encoders
+    def _llm_output_states(
+        self, prompts: Sequence[Prompt], output_vector: torch.Tensor, output_token_id: int, what: str
+    ) -> torch.Tensor:
+        """LLM last hidden state at each prompt's output token, ``[len(prompts), d_llm]``.
+
+        Prompts run in length-sorted chunks of ``llm_batch_size`` to cut padding; long
+        evaluation passes show a progress bar.
+        """
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].token_ids))
+        chunks = [order[i : i + self.llm_batch_size] for i in range(0, len(order), self.llm_batch_size)]
+        if self.show_progress and not torch.is_grad_enabled() and len(chunks) > 1:
+            chunks = tqdm(chunks, desc=f"LLM {what} vectors", ncols=100, leave=False)
+        states = [
+            self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk]), output_vector, output_token_id)
+            for chunk in chunks
+        ]
+        states = torch.cat(states)  # [N, d_llm] in sorted order
+        inverse = torch.empty(len(order), dtype=torch.long, device=states.device)
+        inverse[torch.tensor(order, device=states.device)] = torch.arange(len(order), device=states.device)
+        return states[inverse]
+
+    def _llm_chunk(self, batch, output_vector: torch.Tensor, output_token_id: int) -> torch.Tensor:
+        input_ids = batch.input_ids.to(self.device)  # [B, T]
+        attention_mask = batch.attention_mask.to(self.device)  # [B, T]
+        embeddings = self.llm.get_input_embeddings()(input_ids)  # [B, T, d_llm]
+        dtype = embeddings.dtype
+        history_slots = (input_ids == self.prompts.history_token_id).unsqueeze(-1)  # [B, T, 1]
+        history_vectors = self.item_adapter(self.teacher.item_embedding(batch.history_items.to(self.device)))  # [N, d_llm]
+        embeddings = embeddings.masked_scatter(history_slots.expand_as(embeddings), history_vectors.to(dtype))
+        output_slots = input_ids == output_token_id  # [B, T]
+        embeddings = torch.where(output_slots.unsqueeze(-1), output_vector.to(dtype), embeddings)
+        hidden = self.llm(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state  # [B, T, d_llm]
+        return hidden[output_slots].float()  # [B, d_llm]: exactly one output token per prompt
+
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Item vectors ``v = f_item(h_I)`` for item ids ``[N]``, ``[N, d']``."""
+        states = self._llm_output_states(
+            self.prompts.item_prompts(item_ids), self.item_out_embedding, self.prompts.item_out_token_id, "item"
+        )
+        return self.item_head(states)
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, time_seq: torch.Tensor | None = None) -> torch.Tensor:
+        """User vectors ``u = f_user(h_U)`` for padded histories ``[B, L]``, ``[B, d']``."""
+        prompts = self.prompts.user_prompts(item_seq, item_seq_len, time_seq)
+        states = self._llm_output_states(prompts, self.user_out_embedding, self.prompts.user_out_token_id, "user")
+        return self.user_head(states)
+
+    # ------------------------------------------------------------------ training
+    def sample_negatives(self, users: torch.Tensor, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``num_negatives`` uniform items per user, never the target nor an item the user interacted with."""
+        indptr, items = self.user_history
+        users = users.cpu()
+        starts, counts = indptr[users], indptr[users + 1] - indptr[users]  # [B]
+        if int(counts.max()) >= self.n_items - 1:
+            raise ValueError("A user has interacted with every item: no negative item can be sampled.")
+        offsets = torch.arange(int(counts.max()))  # [W]
+        known = items[(starts.unsqueeze(1) + offsets).clamp(max=len(items) - 1)]  # [B, W]
+        known = torch.where(offsets < counts.unsqueeze(1), known, 0)
+        excluded = torch.cat([known, item_seq.cpu(), targets.cpu().unsqueeze(1)], 1)  # [B, W + L + 1]
+        negatives = torch.randint(1, self.n_items, (len(users), self.num_negatives))
+        while True:
+            clash = (negatives.unsqueeze(-1) == excluded.unsqueeze(1)).any(-1)  # [B, K]
+            if not clash.any():
+                return negatives.to(item_seq.device)
+            negatives[clash] = torch.randint(1, self.n_items, (int(clash.sum()),))
+
+    def _time_seq(self, interaction) -> torch.Tensor | None:
+        if self.time_list_field and self.time_list_field in interaction.columns:
+            return interaction[self.time_list_field]
+        return None
+
+    def calculate_loss(self, interaction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weighted (retrieval, distillation, uniformity) losses; RecBole's trainer sums them."""
+        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
+        targets = interaction[self.POS_ITEM_ID]  # [B]
+        user_vectors = self.forward(item_seq, item_seq_len, self._time_seq(interaction))  # [B, d']
+
+        negatives = self.sample_negatives(interaction[self.USER_ID], item_seq, targets)  # [B, K]
+        candidates = torch.cat([targets.unsqueeze(1), negatives], 1)  # [B, 1 + K]
+        distinct_items, positions = torch.unique(candidates, return_inverse=True)
+        candidate_vectors = self.encode_items(distinct_items)[positions]  # [B, 1 + K, d']
+        with torch.no_grad():
+            teacher_users = self.teacher(item_seq, item_seq_len)  # [B, d_cf]
+        cf_user_vectors = self.cf_user_head(teacher_users)  # [B, d']
+        return self.weighted_losses(user_vectors, candidate_vectors, cf_user_vectors)
+
+    def weighted_losses(
+        self, user_vectors: torch.Tensor, candidate_vectors: torch.Tensor, cf_user_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three losses from user ``[B, d']``, candidate (target first) ``[B, C, d']`` and teacher ``[B, d']`` vectors."""
+        logits = torch.einsum("bd,bcd->bc", user_vectors, candidate_vectors)  # [B, C]
+        retrieval = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+        user_normalized = F.normalize(user_vectors, dim=-1)
+        cf_normalized = F.normalize(cf_user_vectors, dim=-1)
+        distill = F.mse_loss(user_normalized, cf_normalized)
+        uniform = uniformity_loss(user_normalized) + uniformity_loss(cf_normalized)
+        return (
+            self.retrieval_weight * retrieval,
+            self.distill_weight * distill,
+            self.uniform_weight * uniform,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def _refresh_eval_cache(self) -> dict:
+        """The evaluation cache, emptied when a trainable tensor changed since it was filled.
+
+        Tensor version counters tell cheaply that nothing was written; when they moved
+        (an optimizer step, or reloading a checkpoint), a content hash decides.
+        """
+        cache = self._eval_cache
+        versions = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if versions != cache["versions"]:
+            digest = hashlib.sha1()
+            for p in self.parameters():
+                digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+            fingerprint = digest.hexdigest()
+            if fingerprint != cache["fingerprint"]:
+                cache.update(fingerprint=fingerprint, items=None, users={})
+            cache["versions"] = versions
+        return cache
+
+    def catalogue_item_vectors(self) -> torch.Tensor:
+        """Vectors of every item ``[n_items, d']`` (row 0, padding, is zero), cached while the weights stay."""
+        cache = self._refresh_eval_cache()
+        if cache["items"] is None:
+            with torch.no_grad():
+                vectors = self.encode_items(torch.arange(1, self.n_items))
+            cache["items"] = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])
+        return cache["items"]
+
+    def user_vectors(self, interaction) -> torch.Tensor:
+        """User vectors ``[B, d']`` for evaluation: each distinct history is encoded once and cached."""
+        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
+        time_seq = self._time_seq(interaction)  # [B, L] or None
+        keys = [item_seq, item_seq_len.unsqueeze(1)] + ([] if time_seq is None else [time_seq.long()])
+        keys = torch.cat(keys, 1).cpu()  # [B, K]: one row per distinct prompt
+        distinct, row_of = torch.unique(keys, dim=0, return_inverse=True)
+        cache = self._refresh_eval_cache()["users"]
+        key_bytes = [row.numpy().tobytes() for row in distinct]
+        missing = [i for i, key in enumerate(key_bytes) if key not in cache]
+        if missing:
+            first_rows = torch.full((len(distinct),), -1, dtype=torch.long)
+            first_rows.scatter_reduce_(0, row_of, torch.arange(len(row_of)), reduce="amin", include_self=False)
+            rows = first_rows[missing].to(item_seq.device)
+            computed = self.forward(item_seq[rows], item_seq_len[rows], None if time_seq is None else time_seq[rows])
+            for i, vector in zip(missing, computed):
+                cache[key_bytes[i]] = vector
+        return torch.stack([cache[key] for key in key_bytes])[row_of.to(item_seq.device)]
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Scores ``[B]`` of the items in ``interaction[ITEM_ID]`` for each row's history."""
+        with torch.no_grad():
+            users = self.user_vectors(interaction)  # [B, d']
+            items = self.catalogue_item_vectors()[interaction[self.ITEM_ID]]  # [B, d']
+        return (users * items).sum(-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Scores ``[B, n_items]`` of every item for each row's history."""
+        with torch.no_grad():
+            users = self.user_vectors(interaction)  # [B, d']
+            return users @ self.catalogue_item_vectors().T

@@ -1,0 +1,143 @@
+"""Run a model through the plugin: RecBole's ``run_recbole`` without ray, FLOP counting or model copies.
+
+For LLMSRec the teacher stage runs first (trained once per dataset, split and teacher
+config, then reused), and both models are evaluated side by side on valid and test, in
+full ranking and in the paper's 1 target + 99 sampled negatives.
+"""
+
+from __future__ import annotations
+
+import logging
+from logging import getLogger
+from typing import Any
+
+from recbole.data import create_dataset
+from recbole.trainer import Trainer
+from recbole.utils import ModelType, init_logger, init_seed, set_color
+
+from recbole_llmsrec.checkpoint import read_metadata, load_checkpoint
+from recbole_llmsrec.config import Config
+from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
+from recbole_llmsrec.teacher import teacher_config, train_teacher
+from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
+
+LLM_MODELS = ("LLMSRec",)
+COMPARISON_MODES = ("full", "uni100")
+COMPARISON_METRICS = ("ndcg@10", "ndcg@20", "hit@10", "hit@20")
+
+
+def default_config_files() -> list[str]:
+    """The default quick-start profile (LLMSRec on a slice of ml-100k, ~10 min on 2 cores)."""
+    return [str(properties_dir() / "quick_start" / "ml-100k.yaml")]
+
+
+def _mode_config(config: Config, mode: str) -> Config:
+    eval_args = dict(config["eval_args"], mode=mode)
+    settings = dict(config.variable_config_dict, eval_args=eval_args, teacher_checkpoint=config["teacher_checkpoint"])
+    return Config(config["model"], config["dataset"], config.config_file_list, settings)
+
+
+def evaluate_in_modes(config: Config, dataset, splits: list, trainers: dict[str, Trainer]) -> dict[str, dict[str, dict]]:
+    """Valid and test results of each trainer's model in full and sampled (uni100) ranking.
+
+    Every model sees the same split and, reseeded per pass, the same sampled negatives.
+    """
+    results: dict[str, dict[str, dict]] = {name: {} for name in trainers}
+    for mode in COMPARISON_MODES:
+        mode_config = _mode_config(config, mode)
+        _, valid_data, test_data = build_dataloaders(mode_config, dataset, splits)
+        for name, trainer in trainers.items():
+            for phase, data in (("valid", valid_data), ("test", test_data)):
+                init_seed(config["seed"], config["reproducibility"])
+                result = trainer.evaluate(data, load_best_model=False, show_progress=config["show_progress"])
+                results[name][f"{phase} {mode}"] = dict(result)
+    return results
+
+
+def format_comparison(results: dict[str, dict[str, dict]]) -> str:
+    """A plain-text table: one row per model and phase/mode, one column per metric."""
+    header = f"{'model':<10} {'split / ranking':<16}" + "".join(f"{m:>10}" for m in COMPARISON_METRICS)
+    lines = [header, "-" * len(header)]
+    for name, by_setting in results.items():
+        for setting, metrics in by_setting.items():
+            row = "".join(f"{metrics.get(m, float('nan')):>10.4f}" for m in COMPARISON_METRICS)
+            lines.append(f"{name:<10} {setting:<16}{row}")
+    return "\n".join(lines)
+
+
+def run_recbole_llmsrec(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate one model, like RecBole's ``run_recbole``.
+
+    Returns ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result`` and
+    ``test_result``; for LLMSRec also ``teacher_checkpoint``, ``teacher_result`` and
+    ``comparison`` (teacher vs LLMSRec, valid/test, full/uni100).
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        train_data, valid_data, test_data = data_preparation(config, data)
+    else:
+        splits = data.build()
+        train_data, valid_data, test_data = build_dataloaders(config, data, splits)
+
+    extra: dict[str, Any] = {}
+    if config["model"] in LLM_MODELS and not config["teacher_checkpoint"]:
+        teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
+        config["teacher_checkpoint"] = str(teacher_path)
+        extra.update(teacher_checkpoint=str(teacher_path), teacher_result=teacher_result)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_model(config["model"])
+    recommender = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(recommender)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    if config["model"] in LLM_MODELS:
+        trainers = {config["teacher_model"]: Trainer(teacher_config(config), recommender.teacher), config["model"]: trainer}
+        extra["comparison"] = evaluate_in_modes(config, data, splits, trainers)
+        logger.info("Side by side (same split, same sampled negatives):\n" + format_comparison(extra["comparison"]))
+
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        **extra,
+    }
+
+
+def load_data_and_model(model_file: str) -> tuple:
+    """Rebuild config, data, model and trainer from an LLMSRec checkpoint (no unpickling).
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's.
+    """
+    settings = read_metadata(model_file)["config"]
+    config = Config(model=settings["model"], dataset=settings["dataset"], config_dict=settings)
+    init_seed(config["seed"], config["reproducibility"])
+    logging.getLogger().setLevel(logging.WARNING)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    load_checkpoint(model_file, model)
+    return config, model, dataset, train_data, valid_data, test_data

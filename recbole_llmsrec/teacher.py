@@ -1,0 +1,213 @@
+"""The teacher stage: a RecBole sequential model (SASRec by default) trained once, then frozen.
+
+The teacher is trained on each user's training sequence once, with the next-item loss at
+every position (the original SASRec objective), instead of RecBole's default of one
+sequence per prefix: the same model class and weights, ~L times fewer sequence passes.
+Trained teachers are cached by dataset, split and teacher config and reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from recbole.data.utils import get_dataloader
+from recbole.utils import init_seed
+from recbole.utils.argument_list import dataset_arguments, evaluation_arguments
+from safetensors.torch import load_file
+
+from recbole_llmsrec.checkpoint import OPTIMIZER_PREFIX, read_metadata
+
+from recbole_llmsrec.config import PriorityDictConfig
+from recbole_llmsrec.data_preparation import last_prefix_per_user
+from recbole_llmsrec.utils import get_model
+
+logger = logging.getLogger(__name__)
+
+# Settings the teacher must share with the LLMSRec run: the data, split, evaluation and seed.
+SHARED_KEYS = tuple(k for k in dataset_arguments + evaluation_arguments if k != "eval_batch_size") + (
+    "seed", "reproducibility", "checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu",
+)
+
+
+def teacher_config(config) -> PriorityDictConfig:
+    """Config of the teacher model: the run's data, split and evaluation, plus ``teacher_config``."""
+    overrides = {key: config[key] for key in SHARED_KEYS if config[key] is not None}
+    overrides.update(config["teacher_config"] or {})
+    return PriorityDictConfig(
+        model=config["teacher_model"],
+        dataset=config["dataset"],
+        config_file_list=config.config_file_list,
+        config_dict=overrides,
+    )
+
+
+def teacher_cache_key(config, train_dataset) -> str:
+    """Hash of everything the teacher's weights depend on: model, its config, seed and the training data."""
+    digest = hashlib.sha1()
+    settings = {
+        "teacher_model": config["teacher_model"],
+        "teacher_config": config["teacher_config"],
+        "seed": config["seed"],
+        "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+        "n_items": train_dataset.item_num,
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    inter = train_dataset.inter_feat
+    for field in (train_dataset.uid_field, train_dataset.iid_field, f"{train_dataset.iid_field}{config['LIST_SUFFIX']}"):
+        digest.update(inter[field].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def teacher_checkpoint_path(config, train_dataset) -> Path:
+    """Where the teacher for this dataset, split and teacher config is cached."""
+    name = f"teacher-{config['teacher_model']}-{config['dataset']}-{teacher_cache_key(config, train_dataset)}.safetensors"
+    return Path(config["checkpoint_dir"]) / name
+
+
+@contextlib.contextmanager
+def all_positions(model) -> Iterator[None]:
+    """Make a RecBole sequential model's ``forward`` return every position ``[B, L, H]``.
+
+    RecBole's SASRec, GRU4Rec and others end ``forward`` with ``gather_indexes(output,
+    item_seq_len - 1)``; the identity in its place keeps the whole sequence output.
+    """
+    model.gather_indexes = lambda output, gather_index: output
+    try:
+        yield
+    finally:
+        del model.gather_indexes
+
+
+def next_item_targets(item_seq: torch.Tensor, item_seq_len: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next item at every position ``[B, L]``: the sequence shifted left, the target at the last item, 0 after."""
+    labels = torch.zeros_like(item_seq)
+    labels[:, :-1] = item_seq[:, 1:]
+    labels[torch.arange(len(item_seq), device=item_seq.device), item_seq_len - 1] = targets
+    positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+    return torch.where(positions < item_seq_len.unsqueeze(1), labels, 0)
+
+
+def all_positions_loss(model, interaction) -> torch.Tensor:
+    """Cross-entropy over all items for the next item at every position of each sequence."""
+    item_seq = interaction[model.ITEM_SEQ]  # [B, L]
+    item_seq_len = interaction[model.ITEM_SEQ_LEN]  # [B]
+    with all_positions(model):
+        outputs = model.forward(item_seq, item_seq_len)  # [B, L, H]
+    logits = outputs @ model.item_embedding.weight.T  # [B, L, n_items]
+    labels = next_item_targets(item_seq, item_seq_len, interaction[model.POS_ITEM_ID])  # [B, L]
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=0)
+
+
+def supports_all_positions(model, interaction) -> bool:
+    """Whether the model's ``forward`` yields per-position outputs under :func:`all_positions`."""
+    if not hasattr(model, "item_embedding"):
+        return False
+    with torch.no_grad(), all_positions(model):
+        output = model.forward(interaction[model.ITEM_SEQ][:2], interaction[model.ITEM_SEQ_LEN][:2])
+    return output.dim() == 3 and output.shape[1] == interaction[model.ITEM_SEQ].shape[1]
+
+
+def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse) the teacher on the run's built ``splits``; return its checkpoint and valid/test results."""
+    from recbole_llmsrec.trainer import TeacherTrainer
+
+    tconfig = teacher_config(config)
+    train_dataset = splits[0]
+    path = teacher_checkpoint_path(config, train_dataset)
+    init_seed(tconfig["seed"], tconfig["reproducibility"])
+    teacher = get_model(tconfig["model"])(tconfig, train_dataset).to(tconfig["device"])
+    trainer = TeacherTrainer(tconfig, teacher)
+    if path.is_file():
+        logger.info("Reusing the teacher %s", path)
+        trainer.saved_model_file = str(path)
+        valid_result = trainer.evaluate(valid_data, load_best_model=True, show_progress=tconfig["show_progress"])
+        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=tconfig["show_progress"])
+        return path, {"valid": valid_result, "test": test_result, "trained": False}
+
+    per_user = last_prefix_per_user(train_dataset)
+    probe = get_dataloader(tconfig, "train")(tconfig, per_user, None, shuffle=False)
+    trainer.per_position_loss = supports_all_positions(teacher, next(iter(probe)).to(tconfig["device"]))
+    teacher_train = per_user if trainer.per_position_loss else train_dataset
+    if not trainer.per_position_loss:
+        logger.warning("%s has no per-position output: training it on every prefix (slower).", tconfig["model"])
+    train_data = get_dataloader(tconfig, "train")(tconfig, teacher_train, None, shuffle=tconfig["shuffle"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".training")
+    trainer.saved_model_file = str(partial)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=tconfig["show_progress"])
+    valid_result = trainer.evaluate(valid_data, load_best_model=True, show_progress=tconfig["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=tconfig["show_progress"])
+    os.replace(partial, path)
+    logger.info("Saved the teacher to %s", path)
+    return path, {"valid": valid_result, "test": test_result, "trained": True, "epoch_seconds": trainer.epoch_seconds}
+
+
+def read_teacher_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """Weights and dataset name of a teacher checkpoint.
+
+    The plugin writes teachers as safetensors (no pickle). A RecBole ``.pth`` checkpoint
+    is a pickle (it embeds RecBole's ``Config``): it is loaded as RecBole itself does, so
+    only pass ``.pth`` files you trust.
+    """
+    if str(path).endswith(".safetensors"):
+        state = load_file(str(path), device="cpu")
+        state = {name: value for name, value in state.items() if not name.startswith(OPTIMIZER_PREFIX)}
+        return state, read_metadata(path)["config"]["dataset"]
+    logger.warning("Unpickling the RecBole checkpoint %s: load only files you trust.", path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint["state_dict"], checkpoint["config"]["dataset"]
+
+
+def load_teacher(config, dataset) -> torch.nn.Module:
+    """The frozen teacher for an LLMSRec run, from ``teacher_checkpoint``, checked against the data.
+
+    Raises:
+        ValueError: no checkpoint is set, or it was trained on another dataset, item
+            count or architecture.
+    """
+    path = config["teacher_checkpoint"]
+    if not path:
+        raise ValueError(
+            "LLMSRec needs a trained teacher: set teacher_checkpoint to a RecBole checkpoint of "
+            f"{config['teacher_model']}, or run through run_recbole_llmsrec, which trains one."
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"teacher_checkpoint={str(path)!r}: no such file.")
+    state, trained_on = read_teacher_checkpoint(path)
+    if trained_on != config["dataset"]:
+        raise ValueError(
+            f"teacher_checkpoint {path} was trained on dataset {trained_on!r}, not {config['dataset']!r}: "
+            "train a teacher on this dataset (leave teacher_checkpoint unset to train one)."
+        )
+    tconfig = teacher_config(config)
+    teacher = get_model(tconfig["model"])(tconfig, dataset)
+    items_in_checkpoint = state["item_embedding.weight"].shape[0] if "item_embedding.weight" in state else None
+    if items_in_checkpoint != dataset.item_num:
+        raise ValueError(
+            f"teacher_checkpoint {path} has {items_in_checkpoint} items, the dataset {dataset.item_num}: "
+            "it was trained with other filtering or split settings; retrain it on this data."
+        )
+    expected = teacher.state_dict()
+    mismatched = [
+        f"{name} {tuple(tensor.shape)} (expected {tuple(expected[name].shape)})"
+        for name, tensor in state.items()
+        if name in expected and expected[name].shape != tensor.shape
+    ]
+    missing = sorted(set(expected) - set(state))
+    if mismatched or missing:
+        raise ValueError(
+            f"teacher_checkpoint {path} does not fit teacher_model={tconfig['model']} with teacher_config="
+            f"{config['teacher_config']}: mismatched {mismatched or 'none'}, missing {missing or 'none'}. "
+            "Set teacher_config (e.g. hidden_size, n_layers) to the checkpoint's architecture."
+        )
+    teacher.load_state_dict(state)
+    teacher.requires_grad_(False)
+    return teacher.eval()

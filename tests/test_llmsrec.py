@@ -1,0 +1,187 @@
+"""LLMSRec: injection, freezing, losses, negatives, batch invariance, scoring and checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from recbole_llmsrec.checkpoint import load_checkpoint, save_checkpoint
+from recbole_llmsrec.model.sequential_recommender.llmsrec import uniformity_loss
+
+from helpers import build_llmsrec
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_settings):
+    return build_llmsrec(tiny_settings)
+
+
+@pytest.fixture
+def batch(setup):
+    _, _, (train_data, _, _) = setup
+    return next(iter(train_data))
+
+
+def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch):
+    _, model, _ = setup
+    model.eval()
+    captured = {}
+    hook = model.llm.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(embeds=kwargs["inputs_embeds"].detach().clone()), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            model.forward(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
+    finally:
+        hook.remove()
+    prompts = model.prompts.user_prompts(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
+    embeds = captured["embeds"]  # chunks are length-sorted: match rows by their token ids
+    collated = model.prompts.collate(sorted(prompts, key=lambda p: len(p.token_ids)))
+    ids = collated.input_ids
+    token_table = model.llm.get_input_embeddings().weight
+    with torch.no_grad():
+        expected_history = model.item_adapter(model.teacher.item_embedding(collated.history_items))
+    history_slots = ids == model.prompts.history_token_id
+    user_slots = ids == model.prompts.user_out_token_id
+    assert torch.allclose(embeds[history_slots], expected_history, atol=1e-6)  # row-major = prompt order
+    assert torch.equal(embeds[user_slots], model.user_out_embedding.detach().expand(3, -1))
+    other = ~(history_slots | user_slots)
+    assert torch.equal(embeds[other], token_table[ids[other]])
+    assert user_slots.sum(1).tolist() == [1, 1, 1]
+
+
+def test_optimizer_step_changes_only_trainable_tensors(tiny_settings):
+    _, model, (train_data, _, _) = build_llmsrec(tiny_settings)
+    batch = next(iter(train_data))
+    llm_before = {k: v.clone() for k, v in model.llm.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    trainable_before = {k: v.clone() for k, v in model.named_parameters()}
+    assert not any(k.startswith(("llm.", "teacher.")) for k in model.state_dict())
+    assert not any(p.requires_grad for p in model.llm.parameters())
+    assert not model.llm.training and not model.teacher.training
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    model.train()
+    sum(model.calculate_loss(batch)).backward()
+    optimizer.step()
+
+    assert not model.llm.training and not model.teacher.training
+    assert all(torch.equal(v, llm_before[k]) for k, v in model.llm.state_dict().items())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in model.teacher.state_dict().items())
+    assert all(p.grad is None for p in model.llm.parameters())
+    unchanged = [k for k, v in model.named_parameters() if torch.equal(v, trainable_before[k])]
+    assert unchanged == []
+    assert len(optimizer.state) == len(trainable_before)
+
+
+def test_losses_match_hand_computation(setup):
+    _, model, _ = setup
+    torch.manual_seed(1)
+    users, candidates, teacher = torch.randn(4, 5), torch.randn(4, 3, 5), torch.randn(4, 5)
+    retrieval, distill, uniform = model.weighted_losses(users, candidates, teacher)
+
+    manual_retrieval = 0.0
+    for b in range(4):
+        logits = [float(users[b] @ candidates[b, c]) for c in range(3)]
+        manual_retrieval += -logits[0] + torch.logsumexp(torch.tensor(logits), 0).item()
+    manual_retrieval /= 4
+    u = users / users.norm(dim=1, keepdim=True)
+    z = teacher / teacher.norm(dim=1, keepdim=True)
+    manual_distill = ((u - z) ** 2).mean().item()
+
+    def manual_uniform(x):
+        values = [torch.exp(-2 * ((x[i] - x[j]) ** 2).sum()).item() for i in range(4) for j in range(i + 1, 4)]
+        return sum(values) / len(values)
+
+    assert retrieval.item() == pytest.approx(model.retrieval_weight * manual_retrieval, rel=1e-5)
+    assert distill.item() == pytest.approx(model.distill_weight * manual_distill, rel=1e-5)
+    assert uniform.item() == pytest.approx(model.uniform_weight * (manual_uniform(u) + manual_uniform(z)), rel=1e-5)
+    assert uniformity_loss(u[:1]).item() == 0.0
+
+
+def test_loss_weights_come_from_config(tiny_settings):
+    _, model, _ = build_llmsrec(tiny_settings, retrieval_weight=0.5, distill_weight=0.0, uniform_weight=2.0)
+    users, candidates, teacher = torch.randn(3, 4), torch.randn(3, 2, 4), torch.randn(3, 4)
+    retrieval, distill, uniform = model.weighted_losses(users, candidates, teacher)
+    assert distill.item() == 0.0
+    assert retrieval.item() == pytest.approx(0.5 * F.cross_entropy(torch.einsum("bd,bcd->bc", users, candidates), torch.zeros(3, dtype=torch.long)).item())
+    u, z = F.normalize(users, dim=-1), F.normalize(teacher, dim=-1)
+    assert uniform.item() == pytest.approx(2.0 * (uniformity_loss(u) + uniformity_loss(z)).item())
+
+
+def test_negatives_never_hit_target_or_history(setup, batch):
+    _, model, (train_data, _, _) = setup
+    inter = train_data._dataset.inter_feat
+    history = {}
+    for u, seq, target in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist(), inter["item_id"].tolist()):
+        history.setdefault(u, set()).update(i for i in seq if i)
+        history[u].add(target)
+    torch.manual_seed(0)
+    for _ in range(50):
+        negatives = model.sample_negatives(batch["user_id"], batch["item_id_list"], batch["item_id"])
+        assert negatives.shape == (len(batch), model.num_negatives)
+        for u, row in zip(batch["user_id"].tolist(), negatives.tolist()):
+            assert not set(row) & history[u]
+            assert all(1 <= i < model.n_items for i in row)
+
+
+def test_scores_are_batch_invariant_and_predict_matches_full_sort(setup, batch):
+    _, model, _ = setup
+    model.eval()
+    alone = batch[[0]]
+    full_alone = model.full_sort_predict(alone)  # [1, n_items]
+    model._eval_cache["users"].clear()
+    full_batch = model.full_sort_predict(batch)  # [B, n_items], prompts of other lengths alongside
+    assert full_alone.shape == (1, model.n_items)
+    assert torch.allclose(full_alone[0], full_batch[0], atol=1e-5)
+
+    items = torch.tensor([3, 5, 11, 2])
+    rows = batch[[0, 0, 1, 2]]
+    rows.update(type(rows)({"item_id": items}))
+    assert torch.allclose(model.predict(rows), full_batch[[0, 0, 1, 2], items], atol=1e-5)
+
+
+def test_eval_cache_follows_weight_changes(setup, batch):
+    _, model, _ = setup
+    model.eval()
+    before = model.full_sort_predict(batch[[0]])
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.item_head[-1].bias.add_(1.0)
+    changed = model.full_sort_predict(batch[[0]])
+    assert not torch.allclose(before, changed)
+    model.load_state_dict(snapshot)
+    assert torch.equal(model.full_sort_predict(batch[[0]]), before)
+
+
+def test_checkpoint_round_trip(setup, tiny_settings, batch, tmp_path, monkeypatch):
+    config, model, _ = setup
+    model.eval()
+    with torch.no_grad():
+        model.user_out_embedding.add_(0.5)
+    expected = model.full_sort_predict(batch)
+    path = tmp_path / "llmsrec.safetensors"
+    save_checkpoint(path, model, config, {"epoch": 3})
+
+    with safe_open(str(path), framework="pt") as handle:
+        names = set(handle.keys())
+    assert names == set(model.state_dict())
+    assert sum(handle_size for handle_size in [path.stat().st_size]) < 50 * 2**20
+
+    _, fresh, _ = build_llmsrec(tiny_settings, teacher_checkpoint=config["teacher_checkpoint"])
+    fresh.eval()
+    assert not torch.allclose(fresh.full_sort_predict(batch), expected)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("checkpoint loading must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    metadata = load_checkpoint(path, fresh)
+    assert metadata["training"]["epoch"] == 3 and metadata["config"]["model"] == "LLMSRec"
+    assert torch.allclose(fresh.full_sort_predict(batch), expected, atol=1e-6)
