@@ -85,13 +85,14 @@ def import_sequential_models_without_anomaly_detection() -> None:
     torch.autograd.set_detect_anomaly(was_enabled)
 
 
-def silence_recbole_pandas_warnings() -> None:
-    """Hide pandas' FutureWarnings about RecBole's chained ``fillna(inplace=True)`` and ``agg(len)``.
+def silence_recbole_future_warnings() -> None:
+    """Hide FutureWarnings raised inside RecBole's own code.
 
-    On pandas < 3 (which the package requires) both still do what RecBole means; the
-    warnings only announce pandas 3, where they would not.
+    They announce pandas 3 (chained ``fillna(inplace=True)``, ``agg(len)``) and torch's
+    renamed ``GradScaler``: on pandas < 3 (which the package requires) and this torch the
+    code still does what RecBole means, and a user cannot act on them.
     """
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
 
 
 _applied = False
@@ -103,7 +104,7 @@ def apply() -> None:
     if _applied:
         return
     add_numpy_aliases()
-    silence_recbole_pandas_warnings()
+    silence_recbole_future_warnings()
     allow_recbole_checkpoint_loads()
     import_sequential_models_without_anomaly_detection()
     _applied = True

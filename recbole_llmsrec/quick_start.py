@@ -88,9 +88,11 @@ def run_recbole_llmsrec(
     logger.info(data)
     if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
         train_data, valid_data, test_data = data_preparation(config, data)
+        model_dataset = train_data._dataset
     else:
         splits = data.build()
         train_data, valid_data, test_data = build_dataloaders(config, data, splits)
+        model_dataset = splits[0]  # the whole training split, even when training on one sample per user
 
     extra: dict[str, Any] = {}
     if config["model"] in LLM_MODELS and not config["teacher_checkpoint"]:
@@ -100,7 +102,7 @@ def run_recbole_llmsrec(
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = get_model(config["model"])
-    recommender = model_class(config, train_data._dataset).to(config["device"])
+    recommender = model_class(config, model_dataset).to(config["device"])
     logger.info(recommender)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
 
@@ -136,8 +138,9 @@ def load_data_and_model(model_file: str) -> tuple:
     init_seed(config["seed"], config["reproducibility"])
     logging.getLogger().setLevel(logging.WARNING)
     dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    splits = dataset.build()
+    train_data, valid_data, test_data = build_dataloaders(config, dataset, splits)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = get_model(config["model"])(config, splits[0]).to(config["device"])
     load_checkpoint(model_file, model)
     return config, model, dataset, train_data, valid_data, test_data

@@ -8,25 +8,23 @@ Trained teachers are cached by dataset, split and teacher config and reused.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from recbole.data.utils import get_dataloader
 from recbole.utils import init_seed
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments
 from safetensors.torch import load_file
 
 from recbole_llmsrec.checkpoint import OPTIMIZER_PREFIX, read_metadata
-
 from recbole_llmsrec.config import PriorityDictConfig
 from recbole_llmsrec.data_preparation import last_prefix_per_user
+from recbole_llmsrec.trainer import TeacherTrainer, all_positions
 from recbole_llmsrec.utils import get_model
 
 logger = logging.getLogger(__name__)
@@ -72,40 +70,6 @@ def teacher_checkpoint_path(config, train_dataset) -> Path:
     return Path(config["checkpoint_dir"]) / name
 
 
-@contextlib.contextmanager
-def all_positions(model) -> Iterator[None]:
-    """Make a RecBole sequential model's ``forward`` return every position ``[B, L, H]``.
-
-    RecBole's SASRec, GRU4Rec and others end ``forward`` with ``gather_indexes(output,
-    item_seq_len - 1)``; the identity in its place keeps the whole sequence output.
-    """
-    model.gather_indexes = lambda output, gather_index: output
-    try:
-        yield
-    finally:
-        del model.gather_indexes
-
-
-def next_item_targets(item_seq: torch.Tensor, item_seq_len: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Next item at every position ``[B, L]``: the sequence shifted left, the target at the last item, 0 after."""
-    labels = torch.zeros_like(item_seq)
-    labels[:, :-1] = item_seq[:, 1:]
-    labels[torch.arange(len(item_seq), device=item_seq.device), item_seq_len - 1] = targets
-    positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-    return torch.where(positions < item_seq_len.unsqueeze(1), labels, 0)
-
-
-def all_positions_loss(model, interaction) -> torch.Tensor:
-    """Cross-entropy over all items for the next item at every position of each sequence."""
-    item_seq = interaction[model.ITEM_SEQ]  # [B, L]
-    item_seq_len = interaction[model.ITEM_SEQ_LEN]  # [B]
-    with all_positions(model):
-        outputs = model.forward(item_seq, item_seq_len)  # [B, L, H]
-    logits = outputs @ model.item_embedding.weight.T  # [B, L, n_items]
-    labels = next_item_targets(item_seq, item_seq_len, interaction[model.POS_ITEM_ID])  # [B, L]
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=0)
-
-
 def supports_all_positions(model, interaction) -> bool:
     """Whether the model's ``forward`` yields per-position outputs under :func:`all_positions`."""
     if not hasattr(model, "item_embedding"):
@@ -117,8 +81,6 @@ def supports_all_positions(model, interaction) -> bool:
 
 def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, dict[str, Any]]:
     """Train (or reuse) the teacher on the run's built ``splits``; return its checkpoint and valid/test results."""
-    from recbole_llmsrec.trainer import TeacherTrainer
-
     tconfig = teacher_config(config)
     train_dataset = splits[0]
     path = teacher_checkpoint_path(config, train_dataset)

@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import partial
 from time import time
+from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from recbole.trainer import Trainer
 
 from recbole_llmsrec.checkpoint import load_checkpoint, save_checkpoint
-from recbole_llmsrec.teacher import all_positions_loss
+
+
+@contextlib.contextmanager
+def all_positions(model) -> Iterator[None]:
+    """Make a RecBole sequential model's ``forward`` return every position ``[B, L, H]``.
+
+    RecBole's SASRec, GRU4Rec and others end ``forward`` with ``gather_indexes(output,
+    item_seq_len - 1)``; the identity in its place keeps the whole sequence output.
+    """
+    model.gather_indexes = lambda output, gather_index: output
+    try:
+        yield
+    finally:
+        del model.gather_indexes
+
+
+def next_item_targets(item_seq: torch.Tensor, item_seq_len: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next item at every position ``[B, L]``: the sequence shifted left, the target at the last item, 0 after."""
+    labels = torch.zeros_like(item_seq)
+    labels[:, :-1] = item_seq[:, 1:]
+    labels[torch.arange(len(item_seq), device=item_seq.device), item_seq_len - 1] = targets
+    positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+    return torch.where(positions < item_seq_len.unsqueeze(1), labels, 0)
+
+
+def all_positions_loss(model, interaction) -> torch.Tensor:
+    """Cross-entropy over all items for the next item at every position of each sequence."""
+    item_seq = interaction[model.ITEM_SEQ]  # [B, L]
+    item_seq_len = interaction[model.ITEM_SEQ_LEN]  # [B]
+    with all_positions(model):
+        outputs = model.forward(item_seq, item_seq_len)  # [B, L, H]
+    logits = outputs @ model.item_embedding.weight.T  # [B, L, n_items]
+    labels = next_item_targets(item_seq, item_seq_len, interaction[model.POS_ITEM_ID])  # [B, L]
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=0)
 
 
 class SafetensorsCheckpointTrainer(Trainer):

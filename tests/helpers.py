@@ -22,5 +22,5 @@ def build_llmsrec(settings: dict, **overrides):
         path, _ = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(path)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model("LLMSRec")(config, train_data._dataset)
+    model = get_model("LLMSRec")(config, splits[0])
     return config, model, (train_data, valid_data, test_data)

