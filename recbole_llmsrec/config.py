@@ -39,21 +39,17 @@ class Config(RecBoleConfig):
         # ``np.float_``-style names that numpy 2 removed.
         pass
 
+    def _required(self, key: str, given: Any) -> Any:
+        value = given if given is not None else self.external_config_dict.get(key)
+        if value is None:
+            raise KeyError(
+                f"No {key} given: pass {key}=..., set `{key}:` in a config file or config_dict, "
+                f"or use --{key}=NAME on the command line."
+            )
+        return value
+
     def _get_model_and_dataset(self, model: str | type | None, dataset: str | None) -> tuple[str, type, str]:
-        if model is None:
-            model = self.external_config_dict.get("model")
-            if model is None:
-                raise KeyError(
-                    "No model given: pass model=..., set `model:` in a config file or config_dict, "
-                    "or use --model=NAME on the command line."
-                )
-        if dataset is None:
-            dataset = self.external_config_dict.get("dataset")
-            if dataset is None:
-                raise KeyError(
-                    "No dataset given: pass dataset=..., set `dataset:` in a config file or config_dict, "
-                    "or use --dataset=NAME on the command line."
-                )
+        model, dataset = self._required("model", model), self._required("dataset", dataset)
         if isinstance(model, str):
             return model, get_model(model), dataset
         return model.__name__, model, dataset

@@ -103,23 +103,39 @@ def resolve_llm_path(llm_path: str | None) -> Path | str:
     return llm_path
 
 
-def load_llm(
+def load_causal_lm(
     llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the frozen base LLM (no LM head) and its tokenizer with LLM-SRec's special tokens.
+    """The causal LM and its tokenizer with LLM-SRec's special tokens (and a pad token) added.
 
-    Returns the transformer body (``model.base_model``), in eval mode with every weight
-    frozen, and a tokenizer that knows ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]`` and
-    has a pad token. The embedding matrix is resized to the new vocabulary.
+    The embedding matrix is resized to the new vocabulary.
     """
     source = resolve_llm_path(llm_path)
     tokenizer = AutoTokenizer.from_pretrained(source)
     causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(llm_dtype, device))
+    add_special_tokens(causal_lm, tokenizer)
+    return causal_lm.to(device), tokenizer
+
+
+def add_special_tokens(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Add ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]`` (and a pad token if missing); resize embeddings."""
     tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    # The new rows are always overwritten by injected vectors (or sit in padding): no mean init.
     causal_lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+
+
+def frozen_body(causal_lm: PreTrainedModel) -> PreTrainedModel:
+    """The transformer body of a causal LM (no LM head), every weight frozen, in eval mode."""
     body = causal_lm.base_model
     body.requires_grad_(False)
-    body.eval()
-    return body.to(device), tokenizer
+    return body.eval()
+
+
+def load_llm(
+    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the frozen LLM body (no LM head) and its tokenizer with LLM-SRec's special tokens."""
+    causal_lm, tokenizer = load_causal_lm(llm_path, device, llm_dtype)
+    return frozen_body(causal_lm), tokenizer

@@ -114,6 +114,7 @@ class PromptBuilder:
         self.title_close_ids = encode(['"[HistoryEmb]'])[0]
         self.title_ids = [ids[:max_title_tokens] for ids in encode(list(titles))]
         item_prefix_ids, item_suffix_ids = encode([ITEM_PROMPT_PREFIX, ITEM_PROMPT_SUFFIX])
+        self.item_prefix_ids = item_prefix_ids
         self.item_prompt_ids = [item_prefix_ids + ids + item_suffix_ids for ids in self.title_ids]
         fixed = len(self.user_prefix_ids) + len(self.user_suffix_ids)
         if fixed >= max_prompt_tokens or max(map(len, self.item_prompt_ids)) > max_prompt_tokens:
@@ -174,13 +175,17 @@ class PromptBuilder:
         """Item prompts for a tensor of item ids."""
         return [Prompt(self.item_prompt_ids[i], [i]) for i in item_ids.cpu().tolist()]
 
-    def collate(self, prompts: Sequence[Prompt]) -> PromptBatch:
-        """Right-pad prompts into one batch (padding after the output token never reaches it)."""
-        width = max(len(p.token_ids) for p in prompts)
+    def collate(self, prompts: Sequence[Prompt], skip: int = 0) -> PromptBatch:
+        """Right-pad prompts into one batch (padding after the output token never reaches it).
+
+        ``skip`` leaves out a prefix shared by all prompts, whose keys and values the
+        caller already holds.
+        """
+        width = max(len(p.token_ids) for p in prompts) - skip
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
-            input_ids[row, : len(prompt.token_ids)] = torch.tensor(prompt.token_ids)
-            attention_mask[row, : len(prompt.token_ids)] = 1
+            input_ids[row, : len(prompt.token_ids) - skip] = torch.tensor(prompt.token_ids[skip:])
+            attention_mask[row, : len(prompt.token_ids) - skip] = 1
         history_items = torch.tensor([i for p in prompts for i in p.history_items], dtype=torch.long)
         return PromptBatch(input_ids, attention_mask, history_items)

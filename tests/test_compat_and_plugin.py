@@ -119,3 +119,10 @@ def test_sequential_ce_models_need_no_negative_sampling_setting():
     assert config["train_neg_sample_args"]["distribution"] == "none"
     with pytest.raises(ValueError, match="should be None when the loss_type is CE"):
         Config("SASRec", "ml-100k", config_dict={"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}})
+
+
+def test_missing_model_or_dataset_is_explained():
+    with pytest.raises(KeyError, match="No model given"):
+        Config(dataset="ml-100k")
+    with pytest.raises(KeyError, match="No dataset given"):
+        Config(model="SASRec")

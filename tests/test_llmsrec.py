@@ -30,9 +30,11 @@ def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch):
     _, model, _ = setup
     model.eval()
     captured = {}
-    hook = model.llm.register_forward_pre_hook(
-        lambda module, args, kwargs: captured.update(embeds=kwargs["inputs_embeds"].detach().clone()), with_kwargs=True
-    )
+    def capture(module, args, kwargs):
+        if kwargs.get("inputs_embeds") is not None:  # not the one-off pass over the cached prompt prefix
+            captured["embeds"] = kwargs["inputs_embeds"].detach().clone()
+
+    hook = model.llm.register_forward_pre_hook(capture, with_kwargs=True)
     try:
         with torch.no_grad():
             model.forward(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
@@ -40,7 +42,8 @@ def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch):
         hook.remove()
     prompts = model.prompts.user_prompts(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
     embeds = captured["embeds"]  # chunks are length-sorted: match rows by their token ids
-    collated = model.prompts.collate(sorted(prompts, key=lambda p: len(p.token_ids)))
+    prefix_length = len(model.prompts.user_prefix_ids)  # the shared prefix runs once, from its cached keys/values
+    collated = model.prompts.collate(sorted(prompts, key=lambda p: len(p.token_ids)), skip=prefix_length)
     ids = collated.input_ids
     token_table = model.llm.get_input_embeddings().weight
     with torch.no_grad():
@@ -198,3 +201,22 @@ def test_prompts_leave_dates_out_without_real_timestamps(tiny_settings, batch):
     text = undated.prompts.tokenizer.decode(without.token_ids)
     assert "Time:" not in text and text.endswith("[UserOut]")
     assert without.history_items == with_dates.history_items
+
+
+def test_prefix_cache_gives_the_same_vectors_and_gradients(setup, batch):
+    _, model, _ = setup
+    model.eval()
+    args = (batch["item_id_list"], batch["item_length"], batch["timestamp_list"])
+    items = torch.arange(1, model.n_items)
+    results = {}
+    for cached in (True, False):
+        model.llm_prefix_cache = cached
+        model.zero_grad()
+        users = model.forward(*args)
+        item_vectors = model.encode_items(items)
+        (users.sum() + item_vectors.sum()).backward()
+        results[cached] = (users.detach(), item_vectors.detach(), model.item_adapter[0].weight.grad.clone())
+    model.llm_prefix_cache = True
+    model.zero_grad()
+    for with_cache, without in zip(results[True], results[False]):
+        assert torch.allclose(with_cache, without, atol=1e-5, rtol=1e-4)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from tqdm import tqdm
+from transformers import DynamicCache
 
 from recbole_llmsrec.llm import load_llm
 from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles
@@ -65,6 +66,7 @@ class LLMSRec(SequentialRecommender):
         self.distill_weight = config["distill_weight"]
         self.uniform_weight = config["uniform_weight"]
         self.llm_batch_size = config["llm_batch_size"]
+        self.llm_prefix_cache = config["llm_prefix_cache"]
         self.show_progress = config["show_progress"]
         time_list_field = f"{config['TIME_FIELD']}{config['LIST_SUFFIX']}"
         self.time_list_field = time_list_field if config["prompt_dates"] and config["TIME_FIELD"] else None
@@ -101,6 +103,7 @@ class LLMSRec(SequentialRecommender):
         nn.init.normal_(self.user_out_embedding, mean, std)
         nn.init.normal_(self.item_out_embedding, mean, std)
         self._eval_cache: dict = {"fingerprint": None, "versions": None, "items": None, "users": {}}
+        self._prefix_cache: dict = {}
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -139,19 +142,21 @@ class LLMSRec(SequentialRecommender):
 
     # ------------------------------------------------------------------ encoders
     def _llm_output_states(
-        self, prompts: Sequence[Prompt], output_vector: torch.Tensor, output_token_id: int, what: str
+        self, prompts: Sequence[Prompt], prefix_ids: list[int], output_vector: torch.Tensor, output_token_id: int, what: str
     ) -> torch.Tensor:
         """LLM last hidden state at each prompt's output token, ``[len(prompts), d_llm]``.
 
-        Prompts run in length-sorted chunks of ``llm_batch_size`` to cut padding; long
-        evaluation passes show a progress bar.
+        Every prompt starts with ``prefix_ids``. Prompts run in length-sorted chunks of
+        ``llm_batch_size`` to cut padding; long evaluation passes show a progress bar.
         """
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].token_ids))
         chunks = [order[i : i + self.llm_batch_size] for i in range(0, len(order), self.llm_batch_size)]
         if self.show_progress and not torch.is_grad_enabled() and len(chunks) > 1:
             chunks = tqdm(chunks, desc=f"LLM {what} vectors", ncols=100, leave=False)
+        prefix = self._prefix_key_values(prefix_ids) if self.llm_prefix_cache else None
+        skip = len(prefix_ids) if prefix is not None else 0
         states = [
-            self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk]), output_vector, output_token_id)
+            self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk], skip), prefix, output_vector, output_token_id)
             for chunk in chunks
         ]
         states = torch.cat(states)  # [N, d_llm] in sorted order
@@ -159,8 +164,23 @@ class LLMSRec(SequentialRecommender):
         inverse[torch.tensor(order, device=states.device)] = torch.arange(len(order), device=states.device)
         return states[inverse]
 
-    def _llm_chunk(self, batch, output_vector: torch.Tensor, output_token_id: int) -> torch.Tensor:
-        input_ids = batch.input_ids.to(self.device)  # [B, T]
+    def _prefix_key_values(self, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer keys and values ``[1, kv_heads, P, head_dim]`` of a constant prompt prefix.
+
+        The LLM is frozen and the prefix holds no injected vector, so they are computed
+        once per prefix (and device and dtype) and reused by every prompt.
+        """
+        embeddings = self.llm.get_input_embeddings()
+        key = (tuple(prefix_ids), embeddings.weight.device, embeddings.weight.dtype)
+        if key not in self._prefix_cache:
+            with torch.no_grad():
+                input_ids = torch.tensor([prefix_ids], device=embeddings.weight.device)
+                cache = self.llm(input_ids=input_ids, use_cache=True).cache
+            self._prefix_cache[key] = [(keys, values) for keys, values, *_ in cache]
+        return self._prefix_cache[key]
+
+    def _llm_chunk(self, batch, prefix, output_vector: torch.Tensor, output_token_id: int) -> torch.Tensor:
+        input_ids = batch.input_ids.to(self.device)  # [B, T] (after the cached prefix, if any)
         attention_mask = batch.attention_mask.to(self.device)  # [B, T]
         embeddings = self.llm.get_input_embeddings()(input_ids)  # [B, T, d_llm]
         dtype = embeddings.dtype
@@ -169,20 +189,37 @@ class LLMSRec(SequentialRecommender):
         embeddings = embeddings.masked_scatter(history_slots.expand_as(embeddings), history_vectors.to(dtype))
         output_slots = input_ids == output_token_id  # [B, T]
         embeddings = torch.where(output_slots.unsqueeze(-1), output_vector.to(dtype), embeddings)
-        hidden = self.llm(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state  # [B, T, d_llm]
+        cache = None
+        if prefix is not None:
+            batch_size = len(input_ids)
+            cache = DynamicCache(
+                [(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1)) for keys, values in prefix],
+                config=self.llm.config,
+            )
+            prefix_mask = attention_mask.new_ones(batch_size, prefix[0][0].shape[2])  # [B, P]
+            attention_mask = torch.cat([prefix_mask, attention_mask], 1)  # [B, P + T]
+        hidden = self.llm(
+            inputs_embeds=embeddings, attention_mask=attention_mask, cache=cache, use_cache=cache is not None
+        ).last_hidden_state  # [B, T, d_llm]
         return hidden[output_slots].float()  # [B, d_llm]: exactly one output token per prompt
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item vectors ``v = f_item(h_I)`` for item ids ``[N]``, ``[N, d']``."""
         states = self._llm_output_states(
-            self.prompts.item_prompts(item_ids), self.item_out_embedding, self.prompts.item_out_token_id, "item"
+            self.prompts.item_prompts(item_ids),
+            self.prompts.item_prefix_ids,
+            self.item_out_embedding,
+            self.prompts.item_out_token_id,
+            "item",
         )
         return self.item_head(states)
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, time_seq: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors ``u = f_user(h_U)`` for padded histories ``[B, L]``, ``[B, d']``."""
         prompts = self.prompts.user_prompts(item_seq, item_seq_len, time_seq)
-        states = self._llm_output_states(prompts, self.user_out_embedding, self.prompts.user_out_token_id, "user")
+        states = self._llm_output_states(
+            prompts, self.prompts.user_prefix_ids, self.user_out_embedding, self.prompts.user_out_token_id, "user"
+        )
         return self.user_head(states)
 
     # ------------------------------------------------------------------ training
