@@ -3,11 +3,32 @@
     python run_recbole_llmsrec.py                       # default quick start (LLMSRec, ml-100k slice)
     python run_recbole_llmsrec.py -m SASRec -d ml-100k  # any RecBole model through the plugin
     python run_recbole_llmsrec.py --config_files=a.yaml --epochs=3
+
+    # compare models on identical data (README, "Compare models"), optionally with the sequence probes
+    python run_recbole_llmsrec.py --compare=SASRec,GRU4Rec,LLMSRec,LLMSRec-noDU --dataset=ml-100k \\
+        --seeds=1 --probes=all
 """
 
 import argparse
+import sys
 
 from recbole_llmsrec.quick_start import default_config_files, run_recbole_llmsrec
+
+# Flags of this script only: removed from sys.argv before RecBole's Config reads it.
+OWN_FLAGS = ("--compare", "--seeds", "--probes", "--results_dir")
+
+
+def strip_own_flags(argv: list[str]) -> list[str]:
+    """``argv`` without this script's comparison flags (``--flag=value`` or ``--flag value``)."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg in OWN_FLAGS:
+            skip_value = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in OWN_FLAGS)):
+            kept.append(arg)
+    return kept
 
 
 def main() -> None:
@@ -15,12 +36,31 @@ def main() -> None:
     parser.add_argument("--model", "-m", type=str, default=None, help="name of the model")
     parser.add_argument("--dataset", "-d", type=str, default=None, help="name of the dataset")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
+    parser.add_argument("--compare", type=str, default=None,
+                        help="comma-separated models to compare: names, Name[key=value,...] or presets (LLMSRec-noDU, LLMSRec-noU)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per model in --compare (mean ± std)")
+    parser.add_argument("--probes", type=str, default=None,
+                        help="with --compare: shuffle,train_shuffle,similarity,breakdown or all")
+    parser.add_argument("--results_dir", type=str, default="results", help="where --compare writes its tables")
     args, _ = parser.parse_known_args()  # --key=value overrides are read by RecBole's Config
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
-    if args.model is None and args.dataset is None and config_files is None:
-        config_files = default_config_files()
-    run_recbole_llmsrec(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    if args.compare is None:
+        if args.probes or args.seeds != 1:
+            parser.error("--probes and --seeds go with --compare=MODEL,... (the models to train and probe)")
+        if args.model is None and args.dataset is None and config_files is None:
+            config_files = default_config_files()
+        run_recbole_llmsrec(model=args.model, dataset=args.dataset, config_file_list=config_files)
+        return
+
+    from recbole_llmsrec.compare import run_comparison
+
+    if args.model is not None:
+        parser.error("--compare takes the models; drop --model")
+    sys.argv = [sys.argv[0]] + strip_own_flags(sys.argv[1:])
+    outcome = run_comparison(args.compare, dataset=args.dataset, config_files=config_files, seeds=args.seeds,
+                             probe_names=args.probes, results_dir=args.results_dir)
+    print("\n".join(str(path) for path in outcome["files"]))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ setup(
         "pandas<3",
         "numpy",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["run_recbole_llmsrec=run_recbole_llmsrec:main"]},

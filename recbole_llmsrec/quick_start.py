@@ -31,7 +31,8 @@ def default_config_files() -> list[str]:
     return [str(properties_dir() / "quick_start" / "ml-100k.yaml")]
 
 
-def _mode_config(config: Config, mode: str) -> Config:
+def mode_config(config: Config, mode: str) -> Config:
+    """The run's config with evaluation mode ``mode`` (``full``, ``uni100``, ...) for valid and test."""
     eval_args = dict(config["eval_args"], mode=mode)
     settings = dict(config.variable_config_dict, eval_args=eval_args, teacher_checkpoint=config["teacher_checkpoint"])
     return Config(config["model"], config["dataset"], config.config_file_list, settings)
@@ -44,8 +45,8 @@ def evaluate_in_modes(config: Config, dataset, splits: list, trainers: dict[str,
     """
     results: dict[str, dict[str, dict]] = {name: {} for name in trainers}
     for mode in COMPARISON_MODES:
-        mode_config = _mode_config(config, mode)
-        _, valid_data, test_data = build_dataloaders(mode_config, dataset, splits)
+        config_for_mode = mode_config(config, mode)
+        _, valid_data, test_data = build_dataloaders(config_for_mode, dataset, splits)
         for name, trainer in trainers.items():
             for phase, data in (("valid", valid_data), ("test", test_data)):
                 init_seed(config["seed"], config["reproducibility"])

@@ -1,0 +1,556 @@
+"""Compare models on identical data, and probe how they use the order of the history.
+
+``run_comparison`` trains every model of ``--compare`` on the same filtering, split and
+seed, evaluates valid and test in full ranking and in 1 target + 99 sampled negatives
+(same negatives for every model, via :func:`recbole_llmsrec.quick_start.evaluate_in_modes`),
+runs the requested probes (:mod:`recbole_llmsrec.probes`) on the trained model, and writes:
+
+- ``<results>/<dataset>/<profile>/<model>-seed<seed>.json``: one file per finished model
+  and seed, written atomically; a rerun skips what is there (resume);
+- ``<results>/<dataset>/<profile>.md`` and ``.png``: the comparison table and chart;
+- ``<results>/<dataset>/<profile>.<probe>.md`` and ``.png`` for each probe.
+
+Models are RecBole or plugin model names, optionally with settings,
+``LLMSRec[distill_weight=0,uniform_weight=0]``, or a preset of :data:`PRESETS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from recbole.data import create_dataset
+from recbole.trainer import Trainer
+from recbole.utils import init_logger, init_seed
+
+from recbole_llmsrec import probes
+from recbole_llmsrec.config import Config
+from recbole_llmsrec.data_preparation import build_dataloaders
+from recbole_llmsrec.quick_start import (
+    COMPARISON_METRICS,
+    COMPARISON_MODES,
+    LLM_MODELS,
+    mode_config,
+    evaluate_in_modes,
+)
+from recbole_llmsrec.teacher import SHARED_KEYS, teacher_config, train_teacher
+from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
+
+logger = logging.getLogger(__name__)
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "LLMSRec-noDU": ("LLMSRec", {"distill_weight": 0.0, "uniform_weight": 0.0}),
+    "LLMSRec-noU": ("LLMSRec", {"uniform_weight": 0.0}),
+}
+PROBES = ("shuffle", "train_shuffle", "similarity", "breakdown")
+TRAINING_PROBES = ("train_shuffle",)  # probes that train their own model
+# Settings of an LLM profile that a CF baseline takes from ``teacher_config`` instead
+# (the quick-start profile's ``epochs: 1`` is LLMSRec's budget, not SASRec's).
+CF_BUDGET_KEYS = ("epochs", "stopping_step", "train_batch_size")
+BREAKDOWN_GROUPS = ("warm", "cold", "transition", "non-transition")
+BREAKDOWN_METRICS = ("ndcg@10", "hit@10")
+METRIC_NAMES = {"ndcg": "NDCG", "hit": "Hit"}
+RESULT_FORMAT = "recbole_llmsrec.compare/1"
+
+
+# ---------------------------------------------------------------------- model specs
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of a comparison: a label, the model class name and its config overrides."""
+
+    label: str
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe form of the label."""
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label).strip("_")
+
+
+def split_model_list(text: str) -> list[str]:
+    """Split ``"A,B[x=1,y=2],C"`` on the commas outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            raise ValueError(f"Unbalanced ']' in --compare={text!r}.")
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if depth:
+        raise ValueError(f"Unclosed '[' in --compare={text!r}.")
+    parts.append(current.strip())
+    return [part for part in parts if part]
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """``Name``, ``Name[key=value,...]`` (values read as YAML) or a preset name.
+
+    Raises:
+        ValueError: malformed settings, or a name that is neither a preset nor a model.
+    """
+    match = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\[(.*)\])?", text.strip())
+    if not match:
+        raise ValueError(f"Bad model spec {text!r}: expected Name or Name[key=value,...].")
+    name, settings = match.group(1), match.group(2)
+    model, overrides = PRESETS.get(name, (name, {}))
+    overrides = dict(overrides)
+    for item in split_model_list(settings or ""):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Bad setting {item!r} in {text!r}: expected key=value.")
+        overrides[key.strip()] = yaml.safe_load(value)
+    get_model(model)  # raises ValueError for unknown names
+    return ModelSpec(label=text.strip(), model=model, overrides=overrides)
+
+
+def parse_model_specs(text: str) -> list[ModelSpec]:
+    """Model specs of ``--compare`` (see :func:`parse_model_spec`); labels must be distinct."""
+    specs = [parse_model_spec(part) for part in split_model_list(text)]
+    if not specs:
+        raise ValueError("--compare needs at least one model.")
+    labels = [spec.label for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--compare lists a model twice: {labels}.")
+    return specs
+
+
+def parse_probes(text: str | None) -> list[str]:
+    """Probe names of ``--probes`` (comma-separated, or ``all``)."""
+    if not text:
+        return []
+    names = list(PROBES) if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PROBES]
+    if unknown:
+        raise ValueError(f"Unknown probe(s) {unknown}: choose from {', '.join(PROBES)} or all.")
+    return names
+
+
+def resolve_profile(dataset: str | None, config_files: list[str] | None) -> tuple[list[str], str]:
+    """Config files and profile name: the given files (profile = last file's stem), else the
+    quick-start profile of ``dataset`` if the plugin has one, else none (profile ``default``)."""
+    if config_files:
+        return list(config_files), Path(config_files[-1]).stem
+    quick_start = properties_dir() / "quick_start" / f"{dataset or 'ml-100k'}.yaml"
+    if quick_start.is_file():
+        return [str(quick_start)], quick_start.stem
+    return [], "default"
+
+
+# ---------------------------------------------------------------------- one model, one seed
+def model_settings(spec: ModelSpec, dataset: str | None, config_files: list[str], seed: int) -> dict[str, Any]:
+    """``config_dict`` of one comparison run.
+
+    Every model gets LLMSRec's data, split and evaluation settings under the profile (the
+    keys its teacher shares with it: filtering, columns, ``eval_args``, metrics, ...), so
+    that RecBole's own defaults (e.g. a random 8:1:1 split) never differ between rows. A
+    CF model trains with the profile's teacher budget (``teacher_config``'s ``epochs``,
+    ``stopping_step``, ``train_batch_size``). The spec's overrides come last.
+    """
+    settings: dict[str, Any] = {}
+    if spec.model not in LLM_MODELS:
+        llm_config = Config(model=LLM_MODELS[0], dataset=dataset, config_file_list=config_files)
+        settings.update({key: llm_config[key] for key in SHARED_KEYS if llm_config[key] is not None})
+        budget = llm_config["teacher_config"] or {}
+        settings.update({key: budget[key] for key in CF_BUDGET_KEYS if key in budget})
+    settings["seed"] = seed
+    settings.update(spec.overrides)
+    return settings
+
+
+def shuffle_window(config: Config) -> int | None:
+    """How many latest history items a probe shuffles: what the model reads (LLMSRec: ``history_length``; others: all)."""
+    return config["history_length"] if config["model"] in LLM_MODELS else None
+
+
+def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer, float]:
+    """Train a fresh model; return its trainer (best weights not yet loaded) and the fit's wall time."""
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, model_dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    start = time.perf_counter()
+    trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    return trainer, time.perf_counter() - start
+
+
+def _test_results(results: dict[str, dict[str, dict]], name: str) -> dict[str, dict]:
+    return {setting: {k: float(v) for k, v in metrics.items()} for setting, metrics in results[name].items()}
+
+
+def run_model(
+    spec: ModelSpec,
+    dataset_name: str | None,
+    config_files: list[str],
+    seed: int,
+    probe_names: list[str],
+    stored: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one model for one seed and run the probes; the JSON-ready result.
+
+    ``stored``, an earlier result of the same spec and seed, is extended instead: when
+    the probes it lacks are all training-time ones, the model itself is not retrained.
+    """
+    config = Config(
+        model=spec.model, dataset=dataset_name, config_file_list=config_files,
+        config_dict=model_settings(spec, dataset_name, config_files, seed),
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    splits = dataset.build()
+    train_data, valid_data, test_data = build_dataloaders(config, dataset, splits)
+    if config["model"] in LLM_MODELS:
+        teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
+        config["teacher_checkpoint"] = str(teacher_path)
+    missing = [name for name in probe_names if name not in (stored or {}).get("probes", {})]
+    if stored is not None and set(missing) <= set(TRAINING_PROBES):
+        result = stored
+    else:
+        kept = {name: value for name, value in (stored or {}).get("probes", {}).items() if name in TRAINING_PROBES}
+        result = {"format": RESULT_FORMAT, "label": spec.label, "model": spec.model,
+                  "overrides": spec.overrides, "seed": seed, "probes": kept}
+        if config["model"] in LLM_MODELS:
+            result["teacher"] = {"model": config["teacher_model"], "trained": teacher_result["trained"],
+                                 "train_seconds": sum(teacher_result.get("epoch_seconds", [])) or None}
+        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), missing)
+    if "train_shuffle" in missing:
+        window = shuffle_window(config)
+        shuffled_train = [probes.shuffle_histories(splits[0], seed, window), splits[1], splits[2]]
+        shuffled_loader = build_dataloaders(config, dataset, shuffled_train)[0]
+        trainer, seconds = _fit(config, splits[0], shuffled_loader, valid_data)
+        trainer.evaluate(valid_data, load_best_model=True, show_progress=config["show_progress"])
+        trained = evaluate_in_modes(config, dataset, splits, {spec.label: trainer})
+        result["probes"]["train_shuffle"] = {"window": window, "train_seconds": seconds,
+                                             "metrics": _test_results(trained, spec.label)}
+    return result
+
+
+def evaluate_trained(
+    result: dict[str, Any], config: Config, dataset, splits: list, loaders: tuple, probe_names: list[str]
+) -> None:
+    """Train the model on ``loaders`` (train, valid, test), fill ``result`` with its test metrics
+    and times, and run the requested inference-time probes on it."""
+    train_data, valid_data, test_data = loaders
+    trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data)
+    start = time.perf_counter()
+    trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    result["eval_seconds"] = time.perf_counter() - start
+    model, label = trainer.model, result["label"]
+    trainers = {label: trainer}
+    if config["model"] in LLM_MODELS:
+        trainers["teacher"] = Trainer(teacher_config(config), model.teacher)
+    metrics = evaluate_in_modes(config, dataset, splits, trainers)
+    result["metrics"] = _test_results(metrics, label)
+    if "teacher" in trainers:
+        result["teacher"]["metrics"] = _test_results(metrics, "teacher")
+
+    window = shuffle_window(config)
+    shuffled_test = probes.shuffle_histories(splits[2], config["seed"], window)
+    if "shuffle" in probe_names:
+        shuffled = evaluate_in_modes(config, dataset, [splits[0], splits[1], shuffled_test], {label: trainer})
+        result["probes"]["shuffle"] = {"window": window, "metrics": _test_results(shuffled, label)}
+    if "similarity" in probe_names:
+        if probes.has_user_vectors(model):
+            cosine = probes.representation_similarity(model, splits[2], shuffled_test)
+            result["probes"]["similarity"] = {"mean": float(cosine.mean()), "std": float(cosine.std()), "users": len(cosine)}
+        else:
+            result["probes"]["similarity"] = None  # no user vector (e.g. a general recommender)
+    if "breakdown" in probe_names:
+        result["probes"]["breakdown"] = breakdown(config, dataset, splits, trainer)
+
+
+def breakdown(config: Config, dataset, splits: list, trainer: Trainer) -> dict[str, dict[str, dict]]:
+    """Test metrics per mode and group (warm/cold target items, transition/non-transition users)."""
+    by_mode = {}
+    for mode in COMPARISON_MODES:
+        test_data = build_dataloaders(mode_config(config, mode), dataset, splits)[2]
+        init_seed(config["seed"], config["reproducibility"])  # the negatives of evaluate_in_modes
+        per_user = probes.per_user_metrics(trainer, test_data, config["topk"])
+        groups = probes.breakdown_groups(splits[0], per_user)
+        by_mode[mode] = probes.group_means(per_user, groups, [m for m in COMPARISON_METRICS if m in per_user])
+    return by_mode
+
+
+# ---------------------------------------------------------------------- resume store
+def result_path(folder: Path, spec: ModelSpec, seed: int) -> Path:
+    return folder / f"{spec.slug}-seed{seed}.json"
+
+
+def load_result(path: Path, spec: ModelSpec) -> dict[str, Any] | None:
+    """The stored result of this spec and seed, or None if missing or written for other model settings."""
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("format") != RESULT_FORMAT or stored.get("model") != spec.model or stored.get("overrides") != spec.overrides:
+        return None
+    return stored
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".partial")
+    staging.write_text(json.dumps(payload, indent=1, default=float))
+    os.replace(staging, path)
+
+
+# ---------------------------------------------------------------------- tables
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header and how to format a value (``metric``, ``seconds``, ``percent``)."""
+
+    name: str
+    kind: str = "metric"
+
+
+FORMATS = {"metric": "{:.4f}", "seconds": "{:.1f}", "percent": "{:+.1f}"}
+Cell = tuple[float, float | None]  # mean, std over seeds (None for a single seed)
+MISSING = "—"
+
+
+def summarize(values: list[float | None]) -> Cell | None:
+    """Mean and sample std over seeds (std None for one seed); None without any value."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def format_cell(cell: Cell | None, kind: str) -> str:
+    if cell is None:
+        return MISSING
+    mean, std = cell
+    text = FORMATS[kind].format(mean)
+    return text if std is None else f"{text} ± {FORMATS[kind].format(std).lstrip('+')}"
+
+
+def format_table(columns: list[Column], rows: dict[str, dict[str, Cell | None]]) -> str:
+    """A markdown table: one row per label, one column per :class:`Column`."""
+    lines = ["| model | " + " | ".join(c.name for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, cells in rows.items():
+        lines.append(f"| {label} | " + " | ".join(format_cell(cells.get(c.name), c.kind) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def parse_table(text: str) -> tuple[list[str], dict[str, dict[str, Cell | None]]]:
+    """Column names and rows of the first markdown table in ``text`` (inverse of :func:`format_table`)."""
+    table = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    if len(table) < 2:
+        raise ValueError("No markdown table found.")
+    split = lambda line: [cell.strip() for cell in line.strip("|").split("|")]  # noqa: E731
+    columns = split(table[0])[1:]
+    rows: dict[str, dict[str, Cell | None]] = {}
+    for line in table[2:]:
+        label, *cells = split(line)
+        if len(cells) != len(columns):
+            raise ValueError(f"Row {label!r} has {len(cells)} cells for {len(columns)} columns.")
+        rows[label] = {}
+        for name, cell in zip(columns, cells):
+            if cell == MISSING:
+                rows[label][name] = None
+                continue
+            mean, _, std = cell.partition("±")
+            rows[label][name] = (float(mean), float(std) if std.strip() else None)
+    return columns, rows
+
+
+def write_table(path: Path, title: str, notes: str, columns: list[Column], rows: dict[str, dict[str, Cell | None]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {title}\n\n{notes.strip()}\n\n{format_table(columns, rows)}\n")
+
+
+def bar_chart(path: Path, title: str, ylabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]) -> None:
+    """Grouped bars: one group per row label, one bar per column, seed std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(rows)
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 4), 4.2))
+    for index, column in enumerate(columns):
+        cells = [rows[label].get(column) for label in labels]
+        means = [cell[0] if cell else np.nan for cell in cells]
+        errors = [cell[1] or 0.0 if cell else 0.0 for cell in cells]
+        positions = np.arange(len(labels)) + (index - (len(columns) - 1) / 2) * width
+        ax.bar(positions, means, width, yerr=errors if any(errors) else None, label=column, capsize=2)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def metric_columns(prefix: str = "", kind: str = "metric", modes=COMPARISON_MODES) -> list[Column]:
+    """``NDCG@10 full`` ... ``Hit@20 uni100`` columns (metric names as RecBole prints them)."""
+    return [Column(f"{prefix}{metric_title(m)} {mode}", kind) for mode in modes for m in COMPARISON_METRICS]
+
+
+def metric_title(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    return f"{METRIC_NAMES.get(name, name)}@{k}"
+
+
+def relative_change(new: float, old: float) -> float | None:
+    return None if old == 0 else 100.0 * (new - old) / old
+
+
+# ---------------------------------------------------------------------- reports
+def _rows(results: dict[str, list[dict]], cell_values) -> dict[str, dict[str, Cell | None]]:
+    """Rows of a table: ``cell_values(result) -> {column: value}`` per seed, summarized over seeds."""
+    rows = {}
+    for label, per_seed in results.items():
+        values = [cell_values(result) for result in per_seed]
+        values = [v for v in values if v is not None]
+        if values:
+            names = dict.fromkeys(name for v in values for name in v)
+            rows[label] = {name: summarize([v.get(name) for v in values]) for name in names}
+    return rows
+
+
+def _test_cells(metrics: dict[str, dict], prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}{metric_title(m)} {mode}": metrics[f"test {mode}"][m]
+        for mode in COMPARISON_MODES for m in COMPARISON_METRICS if m in metrics.get(f"test {mode}", {})
+    }
+
+
+def write_reports(folder: Path, profile: str, results: dict[str, list[dict]], seeds: int) -> list[Path]:
+    """Write the comparison and probe tables and charts from per-seed results; return the paths."""
+    seed_note = f"Mean over {seeds} seeds ± sample std." if seeds > 1 else "One seed."
+    written = []
+    columns = metric_columns() + [Column("train s", "seconds"), Column("eval s", "seconds")]
+
+    def comparison_cells(result):
+        return {**_test_cells(result["metrics"]), "train s": result["train_seconds"], "eval s": result["eval_seconds"]}
+
+    rows = _rows(results, comparison_cells)
+    teachers = {label: per_seed for label, per_seed in results.items() if "teacher" in per_seed[0]}
+    if teachers:
+        first_label = next(iter(teachers))
+        teacher_label = f"{teachers[first_label][0]['teacher']['model']} (teacher of {first_label})"
+        rows.update(_rows({teacher_label: teachers[first_label]}, lambda r: {
+            **_test_cells(r["teacher"]["metrics"]), "train s": r["teacher"]["train_seconds"]}))
+    notes = (f"Test set; full = ranking all items, uni100 = target among 99 sampled negatives (same for every model). "
+             f"{seed_note} train s = wall time of fitting (per-epoch validation included); eval s = one test pass "
+             "in full ranking (LLMSRec: item vectors already cached by the last validation). Same filtering, "
+             "split, seed and metrics for every row; the teacher row is the frozen teacher LLMSRec distils.")
+    path = folder / f"{profile}.md"
+    write_table(path, f"Comparison: {folder.name}, profile {profile}", notes, columns, rows)
+    bar_chart(path.with_suffix(".png"), f"{folder.name} / {profile}", "test score",
+              ["NDCG@10 full", "NDCG@10 uni100", "Hit@10 full", "Hit@10 uni100"], rows)
+    written += [path, path.with_suffix(".png")]
+
+    for probe in ("shuffle", "train_shuffle"):
+        def change_cells(result, probe=probe):
+            stored = result["probes"].get(probe)
+            if stored is None:
+                return None
+            cells = _test_cells(stored["metrics"])
+            base = _test_cells(result["metrics"])
+            cells.update({f"Δ% {name}": relative_change(cells[name], base[name]) for name in cells})
+            return cells
+
+        rows = _rows(results, change_cells)
+        if not rows:
+            continue
+        what = ("evaluated with each user's test history randomly permuted (seeded; LLMSRec: its "
+                "history_length latest items, titles, [HistoryEmb] vectors and dates moved together)"
+                if probe == "shuffle" else
+                "trained on randomly permuted training histories, evaluated on the original test histories "
+                "(LLMSRec keeps its teacher trained on the original order)")
+        notes = f"Test scores of models {what}; Δ% = relative change against the same model in the comparison. {seed_note}"
+        columns = metric_columns() + metric_columns("Δ% ", "percent")
+        path = folder / f"{profile}.{probe}.md"
+        write_table(path, f"{probe.replace('_', '-')} probe: {folder.name}, profile {profile}", notes, columns, rows)
+        bar_chart(path.with_suffix(".png"), f"{probe}: relative change (%)", "Δ% vs original",
+                  ["Δ% NDCG@10 full", "Δ% NDCG@10 uni100", "Δ% Hit@10 full", "Δ% Hit@10 uni100"], rows)
+        written += [path, path.with_suffix(".png")]
+
+    rows = _rows(results, lambda r: None if not r["probes"].get("similarity") else {
+        "cosine": r["probes"]["similarity"]["mean"], "std over users": r["probes"]["similarity"]["std"]})
+    if rows:
+        path = folder / f"{profile}.similarity.md"
+        notes = ("Mean cosine similarity between each test user's vector from the original and from the shuffled "
+                 f"history (the inference-shuffle permutation), and its std over users. {seed_note}")
+        write_table(path, f"Representation similarity: {folder.name}, profile {profile}", notes,
+                    [Column("cosine"), Column("std over users")], rows)
+        bar_chart(path.with_suffix(".png"), "cosine(original, shuffled) user vector", "mean cosine", ["cosine"], rows)
+        written += [path, path.with_suffix(".png")]
+
+    def breakdown_cells(result):
+        stored = result["probes"].get("breakdown")
+        if stored is None:
+            return None
+        return {f"{metric_title(m)} {mode} {group}": stored[mode][group][m]
+                for mode in COMPARISON_MODES for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS}
+
+    rows = _rows(results, breakdown_cells)
+    if rows:
+        first = next(r for per_seed in results.values() for r in per_seed if r["probes"].get("breakdown"))
+        sizes = ", ".join(f"{g}: {first['probes']['breakdown']['full'][g]['users']}" for g in BREAKDOWN_GROUPS)
+        notes = ("Test scores per group: warm/cold = users whose target item is in the top/bottom 35% of items "
+                 "by training popularity; transition/non-transition = top/bottom half of users by the share of "
+                 "their consecutive training pairs that another user's training sequence also holds. "
+                 f"Users per group: {sizes}. {seed_note}")
+        columns = [Column(f"{metric_title(m)} {mode} {group}") for mode in COMPARISON_MODES
+                   for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS]
+        path = folder / f"{profile}.breakdown.md"
+        write_table(path, f"Breakdowns: {folder.name}, profile {profile}", notes, columns, rows)
+        bar_chart(path.with_suffix(".png"), "NDCG@10 (uni100) per group", "test NDCG@10",
+                  [f"NDCG@10 uni100 {group}" for group in BREAKDOWN_GROUPS], rows)
+        written += [path, path.with_suffix(".png")]
+    return written
+
+
+# ---------------------------------------------------------------------- runner
+def run_comparison(
+    models: str | list[ModelSpec],
+    dataset: str | None = None,
+    config_files: list[str] | None = None,
+    seeds: int = 1,
+    probe_names: str | list[str] | None = None,
+    results_dir: str | os.PathLike = "results",
+) -> dict[str, Any]:
+    """Train, evaluate and probe every model for ``seeds`` seeds; resume from finished results.
+
+    Seeds are ``seed, seed + 1, ...`` from the profile's ``seed``. Returns ``results``
+    (label -> per-seed result dicts), ``folder`` and the report ``files`` written.
+    """
+    specs = parse_model_specs(models) if isinstance(models, str) else list(models)
+    probe_names = parse_probes(probe_names) if probe_names is None or isinstance(probe_names, str) else list(probe_names)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}.")
+    config_files, profile = resolve_profile(dataset, config_files)
+    base = Config(model=specs[0].model, dataset=dataset, config_file_list=config_files)
+    folder = Path(results_dir) / base["dataset"]
+    store = folder / profile
+    results: dict[str, list[dict]] = {spec.label: [] for spec in specs}
+    for seed in range(base["seed"], base["seed"] + seeds):
+        for spec in specs:
+            path = result_path(store, spec, seed)
+            result = load_result(path, spec)
+            if result is None or any(name not in result["probes"] for name in probe_names):
+                logger.warning("Comparison: running %s (seed %d)", spec.label, seed)
+                result = run_model(spec, base["dataset"], config_files, seed, probe_names, stored=result)
+                write_json_atomic(path, result)
+            else:
+                logger.warning("Comparison: reusing %s", path)
+            results[spec.label].append(result)
+    files = write_reports(folder, profile, results, seeds)
+    return {"results": results, "folder": folder, "files": files}

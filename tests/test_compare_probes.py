@@ -1,0 +1,273 @@
+"""Comparison runner and sequence probes: shuffles, similarity, breakdowns, per-user metrics, tables, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from recbole.data import create_dataset
+from recbole.utils import init_seed
+
+from recbole_llmsrec import compare, probes
+from recbole_llmsrec.config import Config
+from recbole_llmsrec.data_preparation import build_dataloaders
+from recbole_llmsrec.quick_start import mode_config
+from recbole_llmsrec.utils import get_model, get_trainer
+from run_recbole_llmsrec import strip_own_flags
+
+DATA_DIR = Path(__file__).parent / "data"
+BASE = {"data_path": str(DATA_DIR), "show_progress": False, "state": "ERROR", "seed": 2020,
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+        "metrics": ["NDCG", "Hit"], "topk": [10, 20], "valid_metric": "NDCG@10"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sasrec(tmp_path_factory):
+    """A SASRec on tests/data/tiny trained 2 epochs: (config, dataset, splits, trainer)."""
+    settings = {**BASE, "checkpoint_dir": str(tmp_path_factory.mktemp("saved")), "epochs": 2,
+                "hidden_size": 16, "inner_size": 32, "n_heads": 1}
+    config = Config(model="SASRec", dataset="tiny", config_dict=settings)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    splits = dataset.build()
+    train_data, valid_data, _ = build_dataloaders(config, dataset, splits)
+    model = get_model("SASRec")(config, splits[0])
+    trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)
+    trainer.fit(train_data, valid_data, saved=False)
+    return config, dataset, splits, trainer
+
+
+# ---------------------------------------------------------------------- shuffles
+@pytest.mark.parametrize("window", [None, 2])
+def test_shuffle_permutation_moves_only_the_window(window):
+    lengths = torch.tensor([0, 1, 3, 5, 6])
+    perm = probes.shuffle_permutation(lengths, 6, seed=7, window=window)  # [5, 6]
+    assert torch.equal(perm.sort(1).values, torch.arange(6).expand(5, 6))  # each row a permutation
+    positions = torch.arange(6)
+    for row, length in enumerate(lengths.tolist()):
+        start = 0 if window is None else max(length - window, 0)
+        fixed = (positions < start) | (positions >= length)
+        assert torch.equal(perm[row][fixed], positions[fixed])
+        moved = perm[row][start:length]
+        assert sorted(moved.tolist()) == list(range(start, length))
+    assert torch.equal(perm, probes.shuffle_permutation(lengths, 6, seed=7, window=window))  # seeded
+    many = probes.shuffle_permutation(torch.full((200,), 6), 6, seed=1, window=window)
+    assert (many != positions).any(1).float().mean() > 0.4  # most rows really change
+
+
+def test_shuffle_histories_moves_items_and_dates_together(tiny_sasrec):
+    _, _, splits, _ = tiny_sasrec
+    test = splits[2]
+    shuffled = probes.shuffle_histories(test, seed=3)
+    assert set(probes.list_fields(test)) == {"item_id_list", "rating_list", "timestamp_list"}
+    before, after = test.inter_feat, shuffled.inter_feat
+    for field in ("user_id", "item_id", "item_length", "timestamp"):
+        assert torch.equal(before[field], after[field])
+    assert not torch.equal(before["item_id_list"], after["item_id_list"])
+    for row in range(len(before)):
+        n = int(before["item_length"][row])
+        triples = lambda inter: sorted(zip(*(inter[f][row, :n].tolist() for f in probes.list_fields(test))))  # noqa: E731
+        assert triples(before) == triples(after)  # each item keeps its date and rating
+        assert after["item_id_list"][row, n:].eq(0).all()
+    assert torch.equal(before["item_id_list"], test.inter_feat["item_id_list"])  # the original is untouched
+
+
+def test_similarity_of_identical_histories_is_one(tiny_sasrec):
+    _, _, splits, trainer = tiny_sasrec
+    assert probes.has_user_vectors(trainer.model)
+    same = probes.representation_similarity(trainer.model, splits[2], splits[2], batch_size=7)
+    assert same.shape == (len(splits[2]),)
+    np.testing.assert_allclose(same, 1.0, atol=1e-5)
+    shuffled = probes.representation_similarity(trainer.model, splits[2], probes.shuffle_histories(splits[2], seed=3))
+    assert shuffled.mean() < 0.999
+
+
+@pytest.mark.parametrize("name", ["BERT4Rec", "NARM", "GRU4Rec"])
+def test_user_vectors_of_other_sequential_models(name):
+    config = Config(model=name, dataset="tiny", config_dict={**BASE, "hidden_size": 16, "inner_size": 32, "n_heads": 1})
+    init_seed(config["seed"], config["reproducibility"])
+    splits = create_dataset(config).build()
+    model = get_model(name)(config, splits[0]).eval()
+    vectors = probes.user_vectors(model, splits[2])
+    assert vectors.dim() == 2 and len(vectors) == len(splits[2]) and torch.isfinite(vectors).all()
+    np.testing.assert_allclose(probes.representation_similarity(model, splits[2], splits[2]), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- breakdowns
+def test_warm_cold_items_partition_by_popularity():
+    popularity = np.array([0, 5, 1, 9, 3, 3, 0, 7, 2, 4, 6])  # item 0 is padding
+    warm, cold = probes.warm_cold_items(popularity)
+    size = round(0.35 * 10)
+    assert warm.sum() == cold.sum() == size and not (warm & cold).any() and not warm[0] and not cold[0]
+    assert popularity[warm].min() >= popularity[~warm][1:].max()
+    assert popularity[cold].max() <= popularity[~cold & ~warm][1:].min()
+    assert set(np.flatnonzero(warm)) == {1, 3, 7, 10} and set(np.flatnonzero(cold)) == {2, 5, 6, 8}  # ties by id
+
+
+def test_training_interactions_popularity_and_transition_shares(tiny_sasrec):
+    config, _, splits, _ = tiny_sasrec
+    train = splits[0]
+    users, items = probes.training_sequences(train)
+    # leave-one-out: every user's interactions but the last two, in time order
+    inter = create_dataset(config).inter_feat  # before build(), which replaces it by the prefixes
+    expected_users, expected_items = [], []
+    for user in np.unique(inter["user_id"].to_numpy()):
+        rows = np.flatnonzero(inter["user_id"].to_numpy() == user)
+        rows = rows[np.argsort(inter["timestamp"].to_numpy()[rows], kind="stable")][:-2]
+        expected_users += [user] * len(rows)
+        expected_items += inter["item_id"].to_numpy()[rows].tolist()
+    assert users.tolist() == expected_users and items.tolist() == expected_items
+    assert probes.item_popularity(train).sum() == len(items)
+
+    share = probes.transition_share(train)
+    sequences = {u: items[users == u].tolist() for u in np.unique(users)}
+    pairs = {u: list(zip(s[:-1], s[1:])) for u, s in sequences.items()}
+    for user, own in pairs.items():
+        others = {p for v, theirs in pairs.items() if v != user for p in theirs}
+        assert share[user] == pytest.approx(np.mean([p in others for p in own]) if own else 0.0)
+
+    evaluated = np.unique(users)
+    top, bottom = probes.transition_users(share, evaluated)
+    assert (top ^ bottom).all() and top.sum() == len(evaluated) // 2
+    assert share[evaluated[top]].min() >= share[evaluated[bottom]].max()
+
+
+# ---------------------------------------------------------------------- per-user metrics
+@pytest.mark.parametrize("mode", ["full", "uni100"])
+def test_per_user_metrics_average_to_recbole_evaluate(tiny_sasrec, mode):
+    config, dataset, splits, trainer = tiny_sasrec
+    test_data = build_dataloaders(mode_config(config, mode), dataset, splits)[2]
+    init_seed(config["seed"], config["reproducibility"])
+    per_user = probes.per_user_metrics(trainer, test_data, config["topk"])
+    init_seed(config["seed"], config["reproducibility"])
+    expected = trainer.evaluate(test_data, load_best_model=False)
+    assert sorted(per_user["user"].tolist()) == sorted(splits[2].inter_feat["user_id"].tolist())
+    order = np.argsort(splits[2].inter_feat["user_id"].numpy())
+    assert per_user["item"][np.argsort(per_user["user"])].tolist() == splits[2].inter_feat["item_id"].numpy()[order].tolist()
+    for metric, value in expected.items():
+        assert per_user[metric].mean() == pytest.approx(value, abs=1e-4), metric
+    groups = probes.breakdown_groups(splits[0], per_user)
+    assert (groups["transition"] ^ groups["non-transition"]).all()
+    assert not (groups["warm"] & groups["cold"]).any()
+
+
+# ---------------------------------------------------------------------- order-aware vs order-blind
+def write_chain_dataset(folder: Path, n_items: int = 100, n_users: int = 120, length: int = 10) -> None:
+    """Users walk a fixed random cycle over the items: the next item is a function of the previous one."""
+    rng = np.random.default_rng(0)
+    cycle = rng.permutation(n_items) + 1
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(n_users):
+        start = rng.integers(n_items)
+        lines += [f"u{user}\ti{cycle[(start + k) % n_items]}\t{1000 * user + k}" for k in range(length)]
+    (folder / "chain").mkdir(parents=True)
+    (folder / "chain" / "chain.inter").write_text("\n".join(lines) + "\n")
+
+
+def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypatch):
+    write_chain_dataset(tmp_path / "data")
+    profile = tmp_path / "chain-probe.yaml"
+    profile.write_text(yaml.safe_dump({
+        **BASE, "dataset": "chain", "data_path": str(tmp_path / "data"), "checkpoint_dir": str(tmp_path / "saved"),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
+        "teacher_config": {"epochs": 8, "stopping_step": 8, "train_batch_size": 64},
+    }))
+    outcome = compare.run_comparison(
+        "SASRec[hidden_size=32,inner_size=64,n_layers=1,n_heads=1,learning_rate=0.01],Pop",
+        config_files=[str(profile)], probe_names="shuffle,similarity", results_dir=tmp_path / "results",
+    )
+    sasrec, pop = (outcome["results"][label][0] for label in outcome["results"])
+    original = sasrec["metrics"]["test full"]["ndcg@10"]
+    assert original > 0.8  # the chain is learnt
+    drop = 1 - sasrec["probes"]["shuffle"]["metrics"]["test full"]["ndcg@10"] / original
+    pop_drop = 1 - pop["probes"]["shuffle"]["metrics"]["test full"]["ndcg@10"] / pop["metrics"]["test full"]["ndcg@10"]
+    assert drop > 0.5 and abs(pop_drop) < 1e-9
+    assert sasrec["probes"]["similarity"]["mean"] < 0.9 and pop["probes"]["similarity"] is None
+
+    # the comparison table round-trips through its parser and matches the stored results
+    folder = tmp_path / "results" / "chain"
+    columns, rows = compare.parse_table((folder / "chain-probe.md").read_text())
+    assert columns[:2] == ["NDCG@10 full", "NDCG@20 full"] and columns[-2:] == ["train s", "eval s"]
+    label = next(iter(outcome["results"]))
+    assert rows[label]["NDCG@10 full"] == (round(original, 4), None)
+    assert (folder / "chain-probe.png").stat().st_size > 0 and (folder / "chain-probe.shuffle.md").is_file()
+
+    # a rerun resumes from the stored results: nothing trains again
+    monkeypatch.setattr(compare, "run_model", lambda *a, **k: pytest.fail("retrained a finished model"))
+    again = compare.run_comparison(
+        "SASRec[hidden_size=32,inner_size=64,n_layers=1,n_heads=1,learning_rate=0.01],Pop",
+        config_files=[str(profile)], probe_names="shuffle", results_dir=tmp_path / "results",
+    )
+    assert again["results"] == outcome["results"]
+
+
+# ---------------------------------------------------------------------- LLMSRec through the runner
+def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, tmp_path, monkeypatch):
+    profile = tmp_path / "tiny-llm.yaml"
+    profile.write_text(yaml.safe_dump({**tiny_settings, "dataset": "tiny", "checkpoint_dir": str(tmp_path / "saved")}))
+    outcome = compare.run_comparison("LLMSRec-noU,SASRec[hidden_size=16,inner_size=32]", config_files=[str(profile)],
+                                     probe_names="shuffle,similarity,breakdown", results_dir=tmp_path / "results")
+    llm = outcome["results"]["LLMSRec-noU"][0]
+    assert llm["overrides"] == {"uniform_weight": 0.0} and llm["teacher"]["trained"]
+    assert llm["probes"]["shuffle"]["window"] == tiny_settings["history_length"]
+    assert 0.0 < llm["probes"]["similarity"]["mean"] <= 1.0
+    assert set(llm["probes"]["breakdown"]["full"]) == set(compare.BREAKDOWN_GROUPS)
+    stored = json.loads((tmp_path / "results" / "tiny" / "tiny-llm" / "LLMSRec-noU-seed2020.json").read_text())
+    assert stored["metrics"] == llm["metrics"]
+    _, rows = compare.parse_table((tmp_path / "results" / "tiny" / "tiny-llm.md").read_text())
+    assert list(rows) == ["LLMSRec-noU", "SASRec[hidden_size=16,inner_size=32]", "SASRec (teacher of LLMSRec-noU)"]
+    assert rows["SASRec (teacher of LLMSRec-noU)"]["eval s"] is None
+
+    # asking for one more, training-time probe trains only the shuffled model
+    monkeypatch.setattr(compare, "evaluate_trained", lambda *a, **k: pytest.fail("retrained the original model"))
+    more = compare.run_comparison("LLMSRec-noU", config_files=[str(profile)], probe_names="train_shuffle",
+                                  results_dir=tmp_path / "results")
+    result = more["results"]["LLMSRec-noU"][0]
+    assert result["metrics"] == llm["metrics"] and "shuffle" in result["probes"]
+    assert set(result["probes"]["train_shuffle"]["metrics"]) == {"valid full", "test full", "valid uni100", "test uni100"}
+
+
+# ---------------------------------------------------------------------- tables and command line
+def test_table_round_trips_through_parser():
+    columns = [compare.Column("NDCG@10 full"), compare.Column("Δ% NDCG@10 full", "percent"), compare.Column("train s", "seconds")]
+    rows = {
+        "SASRec": {"NDCG@10 full": (0.12345, 0.01), "Δ% NDCG@10 full": (-7.25, None), "train s": (12.34, 1.5)},
+        "LLMSRec[distill_weight=0]": {"NDCG@10 full": (0.5, None), "Δ% NDCG@10 full": None, "train s": (400.0, None)},
+    }
+    text = compare.format_table(columns, rows)
+    parsed_columns, parsed = compare.parse_table("# title\n\nnotes\n\n" + text)
+    assert parsed_columns == [c.name for c in columns]
+    assert parsed["SASRec"] == {"NDCG@10 full": (0.1235, 0.01), "Δ% NDCG@10 full": (-7.2, None), "train s": (12.3, 1.5)}
+    assert parsed["LLMSRec[distill_weight=0]"]["Δ% NDCG@10 full"] is None
+    assert compare.format_table(columns, parsed) == text
+    assert compare.summarize([0.1, 0.3]) == (pytest.approx(0.2), pytest.approx(np.std([0.1, 0.3], ddof=1)))
+    assert compare.summarize([None]) is None
+
+
+def test_model_specs_presets_and_errors():
+    specs = compare.parse_model_specs("SASRec, LLMSRec[distill_weight=0,uniform_weight=0] ,LLMSRec-noU")
+    assert [s.model for s in specs] == ["SASRec", "LLMSRec", "LLMSRec"]
+    assert specs[1].overrides == {"distill_weight": 0, "uniform_weight": 0}
+    assert specs[2].overrides == {"uniform_weight": 0.0} and specs[2].slug == "LLMSRec-noU"
+    assert compare.parse_model_spec("SASRec[hidden_size=16,loss_type=BPR]").overrides == {"hidden_size": 16, "loss_type": "BPR"}
+    with pytest.raises(ValueError, match="Unknown model 'SASrec'.*sasrec"):
+        compare.parse_model_specs("SASrec")
+    with pytest.raises(ValueError, match="Unclosed"):
+        compare.parse_model_specs("LLMSRec[distill_weight=0")
+    with pytest.raises(ValueError, match="key=value"):
+        compare.parse_model_spec("LLMSRec[distill_weight]")
+    with pytest.raises(ValueError, match="twice"):
+        compare.parse_model_specs("SASRec,SASRec")
+    with pytest.raises(ValueError, match="Unknown probe"):
+        compare.parse_probes("shuffle,order")
+    assert compare.parse_probes("all") == list(compare.PROBES)
+
+
+def test_cli_flags_are_hidden_from_recbole():
+    argv = ["--compare=SASRec,LLMSRec", "--seeds", "3", "--dataset=ml-100k", "--probes=all", "--epochs=2"]
+    assert strip_own_flags(argv) == ["--dataset=ml-100k", "--epochs=2"]
