@@ -4,10 +4,11 @@ The authors' algorithm (Sein-Kim/LLM-SRec, ``models/seqllm4rec.py``), re-impleme
 the benchmark only: special-token vectors put in place by per-token ``torch.cat`` loops, the
 full causal LM run with ``output_hidden_states=True`` (LM head and logits included), prompts
 padded to the longest in the batch in arrival order, and a separate LLM pass over all
-``B x (1 + negatives)`` candidate prompts. Ours: the plugin's ``LLMSRec`` (vectorised
-injection, transformer body only, length-sorted chunks, distinct candidates once, cached
-prompt prefix). Both use the same weights, so losses and vectors must agree; the script
-checks it.
+``B x (1 + negatives)`` candidate prompts; evaluation in chunks of the batch size. Ours: the
+plugin's ``LLMSRec`` (vectorised injection, transformer body only with no attention mask,
+length-sorted prompts packed into passes of ``llm_tokens_per_pass`` padded tokens, distinct
+candidates once, cached prompt prefix). Both use the same weights, so losses and vectors must
+agree; the script checks it.
 
     python benchmarks/llmsrec_step.py                       # SmolLM2-135M and a 1B-shaped LLaMA, CPU
     python benchmarks/llmsrec_step.py --device cuda --shapes smollm2 llama-1b llama-3b
@@ -31,11 +32,11 @@ import torch.nn.functional as F
 import recbole_llmsrec  # noqa: F401  (compatibility layer)
 from recbole.data import create_dataset
 from recbole.utils import init_seed
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
-from recbole_llmsrec.llm import add_special_tokens, frozen_body, load_causal_lm, resolve_llm_path
+from recbole_llmsrec.llm import add_special_tokens, frozen_body, load_causal_lm, resolve_llm_path, resolve_tokens_per_pass
 from recbole_llmsrec.model.sequential_recommender import llmsrec as llmsrec_module
 from recbole_llmsrec.quick_start import default_config_files
 from recbole_llmsrec.teacher import train_teacher
@@ -127,12 +128,16 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple
     return (time.perf_counter() - start) / repeats, result
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048) -> float:
-    """Measured dense matmul FLOP/s of this machine in ``dtype``."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds, _ = timed(lambda: a @ b, device, repeats=10 if device.type == "cuda" else 3)
-    return 2 * size**3 / seconds
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured dense matmul FLOP/s of this machine in ``dtype``: the best of a few square sizes
+    (a GPU needs large products to reach its peak; a CPU's best size depends on its caches)."""
+    best = 0.0
+    for size in (8192,) if device.type == "cuda" else (1024, 2048, 4096):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        seconds, _ = timed(lambda: a @ b, device, repeats=10 if device.type == "cuda" else 3)
+        best = max(best, 2 * size**3 / seconds)
+    return best
 
 
 def llm_flops(body, tokens: int, backward: bool) -> float:
@@ -143,15 +148,19 @@ def llm_flops(body, tokens: int, backward: bool) -> float:
 
 
 # ---------------------------------------------------------------------------- setup
-def build_causal_lm(shape: str, device: torch.device, dtype: str):
-    if shape == "smollm2":
-        return load_causal_lm(None, device, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_llm_path(None))
-    config = LlamaConfig(vocab_size=len(tokenizer), **SHAPES[shape])
+def build_causal_lm(shape: str, device: torch.device, dtype: str, llm_path: str | None, random_weights: bool):
+    """``smollm2`` is the LLM at ``llm_path`` (default: the offline SmolLM2), with random weights from
+    its config.json when ``random_weights``; the LLaMA shapes always have random weights."""
+    if shape == "smollm2" and not random_weights:
+        return load_causal_lm(llm_path, device, dtype)
+    source = resolve_llm_path(llm_path)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = AutoConfig.from_pretrained(source) if shape == "smollm2" else LlamaConfig(vocab_size=len(tokenizer), **SHAPES[shape])
     torch.manual_seed(0)
-    causal_lm = LlamaForCausalLM(config).to(torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    with device:  # initialised where it runs: a 3B model's random init on the CPU alone takes a minute
+        causal_lm = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     add_special_tokens(causal_lm, tokenizer)
-    return causal_lm.to(device), tokenizer
+    return causal_lm, tokenizer
 
 
 def build_model(config, splits, causal_lm, tokenizer):
@@ -166,13 +175,13 @@ def build_model(config, splits, causal_lm, tokenizer):
 def measure(shape: str, batch_size: int, args, config, splits, train_data) -> dict:
     """Train step, item and user encoding of both algorithms for one LLM shape."""
     device = config["device"]
-    causal_lm, tokenizer = build_causal_lm(shape, device, args.dtype)
+    causal_lm, tokenizer = build_causal_lm(shape, device, args.dtype, args.llm_path, args.random_weights)
     model = build_model(config, splits, causal_lm, tokenizer)
-    model.llm_batch_size = batch_size
     batch = next(iter(train_data))[:batch_size].to(device)
     torch.manual_seed(0)
     negatives = model.sample_negatives(batch["user_id"], batch["item_id_list"], batch["item_id"])
-    record: dict = {"shape": shape, "params": sum(p.numel() for p in causal_lm.parameters()), "batch": len(batch)}
+    label = f"{shape} (random weights)" if shape == "smollm2" and args.random_weights else shape
+    record: dict = {"shape": label, "params": sum(p.numel() for p in causal_lm.parameters()), "batch": len(batch)}
     user_prompts = model.prompts.user_prompts(batch["item_id_list"], batch["item_length"], model._time_seq(batch))
     candidates = torch.cat([batch["item_id"].unsqueeze(1), negatives], 1).flatten()
     record["tokens"] = sum(len(p.token_ids) for p in user_prompts) + sum(
@@ -194,12 +203,14 @@ def measure(shape: str, batch_size: int, args, config, splits, train_data) -> di
     variants = {"ours": ours_loss}
     if args.ablate:
         variants["ours, no prefix cache"] = ours_loss
+        variants["ours, gradient checkpointing"] = ours_loss
     with mock.patch.object(model, "sample_negatives", lambda *a: negatives):
         for name, fn in variants.items():
             model.llm_prefix_cache = "no prefix cache" not in name
+            model.llm_gradient_checkpointing = "checkpointing" in name
             with peak_memory(device, record, f"{name} train peak GiB"):
                 record[f"{name} train s"], record[f"{name} loss"] = timed(step(fn), device, args.repeats)
-        model.llm_prefix_cache = True
+        model.llm_prefix_cache, model.llm_gradient_checkpointing = True, False
         with peak_memory(device, record, "authors train peak GiB"):
             record["authors train s"], record["authors loss"] = timed(
                 step(lambda: authors_loss(model, causal_lm, batch, negatives)), device, args.repeats)
@@ -244,8 +255,11 @@ def report(records: list[dict], args, peak: float, device: torch.device) -> str:
         f"{peak / 1e9:.0f} GFLOP/s. Data: the quick-start profile (ml-100k, users with 20-29 ratings, "
         f"history {args.history} items with dates). Same LLM weights, prompts, batch and candidates for both.",
         f"Command: `python benchmarks/llmsrec_step.py --device {args.device} --shapes {' '.join(args.shapes)} "
-        f"--batch {' '.join(map(str, args.batch))} --repeats {args.repeats}{' --ablate' if args.ablate else ''}`. "
-        "Evaluation: 8 x batch catalogue items and 2 x batch users, in chunks of the batch size.",
+        f"--batch {' '.join(map(str, args.batch))} --tokens-per-pass {args.tokens_per_pass} --repeats {args.repeats}"
+        f"{' --ablate' if args.ablate else ''}"
+        f"{' --random-weights' if args.random_weights else ''}`. "
+        f"Evaluation: 8 x batch catalogue items and 2 x batch users; the authors' in chunks of the batch size, "
+        f"ours packed into passes of {args.tokens_per_pass} padded tokens (`llm_tokens_per_pass`).",
         "",
         "| LLM | params | batch (users) | train users/s ours | authors | speed-up | train tokens/s ours | authors "
         "| peak mem GiB ours / authors | loss ours / authors | LLM utilisation ours / authors |",
@@ -272,11 +286,14 @@ def report(records: list[dict], args, peak: float, device: torch.device) -> str:
             f"| {r['max |item diff|']:.1e} / {r['max |user diff|']:.1e} |")
     ablated = [r for r in records if "ours, no prefix cache train s" in r]
     if ablated:
-        lines += ["", "Fast path on/off (training step, same batch):", "",
-                  "| LLM | with prefix cache s | without s | gain |", "| --- | --- | --- | --- |"]
+        lines += ["", "Fast path on/off (training step, same batch; ours = prefix cache on, no checkpointing):", "",
+                  "| LLM | ours s | no prefix cache s | prefix cache gain | gradient checkpointing s "
+                  "| peak mem GiB ours / checkpointing |", "| --- | --- | --- | --- | --- | --- |"]
         for r in ablated:
             on, off = r["ours train s"], r["ours, no prefix cache train s"]
-            lines.append(f"| {r['shape']} | {on:.2f} | {off:.2f} | {off / on:.2f}x |")
+            checkpointed = r["ours, gradient checkpointing train s"]
+            lines.append(f"| {r['shape']} | {on:.2f} | {off:.2f} | {off / on:.2f}x | {checkpointed:.2f} "
+                         f"| {memory(r, 'ours')} / {memory(r, 'ours, gradient checkpointing')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -287,16 +304,24 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["smollm2", "llama-1b"], choices=["smollm2", *SHAPES])
     parser.add_argument("--batch", type=int, nargs="+", default=[20, 4],
                         help="users per training step, one per shape (paper: 20)")
+    parser.add_argument("--tokens-per-pass", type=int, default=None,
+                        help="our llm_tokens_per_pass (padded prompt tokens per LLM pass; default: auto for the device)")
     parser.add_argument("--history", type=int, default=5, help="history items per user prompt")
     parser.add_argument("--repeats", type=int, default=2, help="timed training steps after one warm-up")
-    parser.add_argument("--ablate", action="store_true", help="also time our step without the prefix cache")
+    parser.add_argument("--ablate", action="store_true", help="also time our step without the prefix cache, and with gradient checkpointing")
+    parser.add_argument("--llm-path", default=None,
+                        help="the smollm2 shape's LLM folder (default: the offline SmolLM2); it also gives every shape its tokenizer")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="smollm2 with random weights from its config.json (timing only; the folder needs no weights)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "RESULTS.md"))
     args = parser.parse_args()
     device = torch.device(args.device)
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    args.tokens_per_pass = resolve_tokens_per_pass(args.tokens_per_pass, device)
 
     settings = {"history_length": args.history, "show_progress": False, "state": "ERROR", "device": device,
-                "use_gpu": device.type == "cuda", "llm_dtype": args.dtype}
+                "use_gpu": device.type == "cuda", "llm_dtype": args.dtype,
+                "llm_tokens_per_pass": args.tokens_per_pass, "train_batch_size": 2 * max(args.batch)}
     config = Config(config_file_list=default_config_files(), config_dict=settings)
     config["device"] = device
     init_seed(config["seed"], config["reproducibility"])

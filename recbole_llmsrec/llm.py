@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import shutil
@@ -57,6 +58,17 @@ def resolve_dtype(llm_dtype: str | None, device: torch.device) -> torch.dtype:
     if llm_dtype not in names:
         raise ValueError(f"llm_dtype={llm_dtype!r} is not one of auto, {', '.join(names)}.")
     return names[llm_dtype]
+
+
+def resolve_tokens_per_pass(tokens_per_pass: int | str | None, device: torch.device) -> int:
+    """``auto`` (or None) means 1024 padded tokens per LLM pass on CPU, where larger passes
+    outgrow the caches and run slower, and 16384 on CUDA, where a pass costs about what it
+    launches, so few large passes win (both measured: ``benchmarks/RESULTS.md``)."""
+    if tokens_per_pass in (None, "auto"):
+        return 16384 if device.type == "cuda" else 1024
+    if isinstance(tokens_per_pass, bool) or not isinstance(tokens_per_pass, int) or tokens_per_pass < 1:
+        raise ValueError(f"llm_tokens_per_pass={tokens_per_pass!r} is neither auto nor a positive number of tokens.")
+    return tokens_per_pass
 
 
 def _converted_gguf_dir(gguf: Path) -> Path:
@@ -139,3 +151,9 @@ def load_llm(
     """Load the frozen LLM body (no LM head) and its tokenizer with LLM-SRec's special tokens."""
     causal_lm, tokenizer = load_causal_lm(llm_path, device, llm_dtype)
     return frozen_body(causal_lm), tokenizer
+
+
+def cache_argument(llm: PreTrainedModel) -> str:
+    """Name of the key/value cache argument and output field: ``cache`` from transformers 5.2x
+    (``past_key_values`` kept as a deprecated alias), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"

@@ -74,10 +74,13 @@ class Prompt:
 
 @dataclass
 class PromptBatch:
-    """Right-padded prompts ready for the LLM."""
+    """Right-padded prompts ready for the LLM.
+
+    No attention mask is needed: attention is causal and each prompt ends with its output
+    token, so no position that is read ever sees the padding after it.
+    """
 
     input_ids: torch.Tensor  # [B, T]
-    attention_mask: torch.Tensor  # [B, T]
     history_items: torch.Tensor  # [N]: the [HistoryEmb] slots in row-major order
 
 
@@ -183,9 +186,18 @@ class PromptBuilder:
         """
         width = max(len(p.token_ids) for p in prompts) - skip
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
             input_ids[row, : len(prompt.token_ids) - skip] = torch.tensor(prompt.token_ids[skip:])
-            attention_mask[row, : len(prompt.token_ids) - skip] = 1
         history_items = torch.tensor([i for p in prompts for i in p.history_items], dtype=torch.long)
-        return PromptBatch(input_ids, attention_mask, history_items)
+        return PromptBatch(input_ids, history_items)
+
+
+def pack_by_tokens(lengths: Sequence[int], tokens_per_pass: int) -> list[list[int]]:
+    """Indices of ``lengths`` in length order, cut into chunks of at most ``tokens_per_pass``
+    padded tokens (rows x longest row); a prompt longer than the budget runs alone."""
+    chunks: list[list[int]] = [[]]
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if chunks[-1] and (len(chunks[-1]) + 1) * lengths[index] > tokens_per_pass:
+            chunks.append([])
+        chunks[-1].append(index)
+    return chunks if chunks[0] else []

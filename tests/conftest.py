@@ -61,7 +61,7 @@ def tiny_settings(tiny_llm_dir, tmp_path_factory) -> dict:
         "history_length": 4,
         "head_hidden_size": 32,
         "projection_size": 16,
-        "llm_batch_size": 8,
+        "llm_tokens_per_pass": 256,
         "train_batch_size": 8,
         "epochs": 1,
         "eval_batch_size": 4096,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from recbole_llmsrec.checkpoint import load_checkpoint, save_checkpoint
+from recbole_llmsrec.llm import resolve_tokens_per_pass
 from recbole_llmsrec.model.sequential_recommender.llmsrec import uniformity_loss
 
 from helpers import build_llmsrec
@@ -35,11 +36,13 @@ def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch):
             captured["embeds"] = kwargs["inputs_embeds"].detach().clone()
 
     hook = model.llm.register_forward_pre_hook(capture, with_kwargs=True)
+    budget, model.llm_tokens_per_pass = model.llm_tokens_per_pass, 10_000  # the three prompts in one pass
     try:
         with torch.no_grad():
             model.forward(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
     finally:
         hook.remove()
+        model.llm_tokens_per_pass = budget
     prompts = model.prompts.user_prompts(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
     embeds = captured["embeds"]  # chunks are length-sorted: match rows by their token ids
     prefix_length = len(model.prompts.user_prefix_ids)  # the shared prefix runs once, from its cached keys/values
@@ -142,6 +145,15 @@ def test_scores_are_batch_invariant_and_predict_matches_full_sort(setup, batch):
     assert full_alone.shape == (1, model.n_items)
     assert torch.allclose(full_alone[0], full_batch[0], atol=1e-5)
 
+    model._eval_cache["users"].clear()
+    budget = model.llm_tokens_per_pass
+    model.llm_tokens_per_pass = 1  # every prompt in a pass of its own: no padding anywhere
+    try:
+        unpadded = model.full_sort_predict(batch)
+    finally:
+        model.llm_tokens_per_pass = budget
+    assert torch.allclose(unpadded, full_batch, atol=1e-5)  # right padding needs no attention mask
+
     items = torch.tensor([3, 5, 11, 2])
     rows = batch[[0, 0, 1, 2]]
     rows.update(type(rows)({"item_id": items}))
@@ -203,20 +215,44 @@ def test_prompts_leave_dates_out_without_real_timestamps(tiny_settings, batch):
     assert without.history_items == with_dates.history_items
 
 
-def test_prefix_cache_gives_the_same_vectors_and_gradients(setup, batch):
+def test_prefix_cache_and_checkpointing_give_the_same_vectors_and_gradients(setup, batch):
     _, model, _ = setup
     model.eval()
     args = (batch["item_id_list"], batch["item_length"], batch["timestamp_list"])
     items = torch.arange(1, model.n_items)
-    results = {}
-    for cached in (True, False):
-        model.llm_prefix_cache = cached
+    llm_calls = []
+    def count_prompt_passes(module, args, kwargs):  # not the one-off passes over the prompt prefixes
+        if kwargs.get("inputs_embeds") is not None:
+            llm_calls.append(1)
+
+    hook = model.llm.register_forward_pre_hook(count_prompt_passes, with_kwargs=True)
+    results, calls = {}, {}
+    try:
+        for cached in (True, False):
+            for checkpointed in (False, True):
+                model.llm_prefix_cache, model.llm_gradient_checkpointing = cached, checkpointed
+                model.zero_grad()
+                llm_calls.clear()
+                users = model.forward(*args)
+                item_vectors = model.encode_items(items)
+                (users.sum() + item_vectors.sum()).backward()
+                calls[cached, checkpointed] = len(llm_calls)
+                results[cached, checkpointed] = (users.detach(), item_vectors.detach(), model.item_adapter[0].weight.grad.clone())
+    finally:
+        hook.remove()
+        model.llm_prefix_cache, model.llm_gradient_checkpointing = True, False
         model.zero_grad()
-        users = model.forward(*args)
-        item_vectors = model.encode_items(items)
-        (users.sum() + item_vectors.sum()).backward()
-        results[cached] = (users.detach(), item_vectors.detach(), model.item_adapter[0].weight.grad.clone())
-    model.llm_prefix_cache = True
-    model.zero_grad()
-    for with_cache, without in zip(results[True], results[False]):
-        assert torch.allclose(with_cache, without, atol=1e-5, rtol=1e-4)
+    for setting, tensors in results.items():
+        for value, reference in zip(tensors, results[True, False]):
+            assert torch.allclose(value, reference, atol=1e-5, rtol=1e-4), setting
+    assert calls[True, True] == 2 * calls[True, False] > 0  # every pass ran again in backward
+    assert calls[False, True] == 2 * calls[False, False]
+
+
+def test_tokens_per_pass_auto_follows_the_device_and_bad_values_are_refused():
+    assert resolve_tokens_per_pass("auto", torch.device("cpu")) == 1024
+    assert resolve_tokens_per_pass(None, torch.device("cuda")) == 16384
+    assert resolve_tokens_per_pass(300, torch.device("cuda")) == 300
+    for bad in (0, -5, "many", 2.5, True):
+        with pytest.raises(ValueError, match="llm_tokens_per_pass"):
+            resolve_tokens_per_pass(bad, torch.device("cpu"))

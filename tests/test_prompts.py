@@ -6,7 +6,7 @@ import torch
 from transformers import AutoTokenizer
 
 from recbole_llmsrec.llm import SPECIAL_TOKENS
-from recbole_llmsrec.prompts import PromptBuilder, format_date
+from recbole_llmsrec.prompts import PromptBuilder, format_date, pack_by_tokens
 
 TITLES = ["No Title", "Red River 1", "Blue Star 2", "Night City 3", "Iron Garden 4", "Lost Ocean 5"]
 
@@ -71,9 +71,23 @@ def test_collate_right_pads(tiny_llm_dir):
     prompts = [builder.user_prompt([1]), builder.user_prompt([2, 3, 4])]
     batch = builder.collate(prompts)
     short = len(prompts[0].token_ids)
-    assert batch.attention_mask[0].sum() == short and batch.attention_mask[1].all()
+    assert batch.input_ids.shape == (2, len(prompts[1].token_ids))
+    assert batch.input_ids[0, :short].tolist() == prompts[0].token_ids
     assert (batch.input_ids[0, short:] == builder.pad_token_id).all()
     assert batch.history_items.tolist() == [1, 2, 3, 4]
+
+
+def test_pack_by_tokens_sorts_by_length_and_respects_the_budget():
+    lengths = [30, 10, 50, 10, 20, 70]
+    chunks = pack_by_tokens(lengths, tokens_per_pass=60)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
+    flat = [lengths[i] for chunk in chunks for i in chunk]
+    assert flat == sorted(lengths)
+    assert chunks == [[1, 3, 4], [0], [2], [5]]  # 3 x 20 fits, 4 x 30 does not; 30 + 50 and 50 + 70 do not
+    for chunk in chunks:
+        assert len(chunk) == 1 or len(chunk) * max(lengths[i] for i in chunk) <= 60
+    assert pack_by_tokens(lengths, tokens_per_pass=1000) == [[1, 3, 4, 0, 2, 5]]
+    assert pack_by_tokens([], tokens_per_pass=10) == []
 
 
 def test_format_date_is_utc():

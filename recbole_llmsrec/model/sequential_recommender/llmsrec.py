@@ -27,11 +27,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
+from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from recbole_llmsrec.llm import load_llm
-from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles
+from recbole_llmsrec.llm import cache_argument, load_llm, resolve_tokens_per_pass
+from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles, pack_by_tokens
 from recbole_llmsrec.teacher import load_teacher
 
 
@@ -65,8 +66,9 @@ class LLMSRec(SequentialRecommender):
         self.retrieval_weight = config["retrieval_weight"]
         self.distill_weight = config["distill_weight"]
         self.uniform_weight = config["uniform_weight"]
-        self.llm_batch_size = config["llm_batch_size"]
+        self.llm_tokens_per_pass = resolve_tokens_per_pass(config["llm_tokens_per_pass"], config["device"])
         self.llm_prefix_cache = config["llm_prefix_cache"]
+        self.llm_gradient_checkpointing = config["llm_gradient_checkpointing"]
         self.show_progress = config["show_progress"]
         time_list_field = f"{config['TIME_FIELD']}{config['LIST_SUFFIX']}"
         self.time_list_field = time_list_field if config["prompt_dates"] and config["TIME_FIELD"] else None
@@ -77,6 +79,7 @@ class LLMSRec(SequentialRecommender):
         llm, tokenizer = load_llm(config["llm_path"], config["device"], config["llm_dtype"])
         object.__setattr__(self, "teacher", teacher)
         object.__setattr__(self, "llm", llm)
+        self._cache_argument = cache_argument(llm)
         self.prompts = PromptBuilder(
             tokenizer,
             item_titles(dataset, config["item_text_field"]),
@@ -146,15 +149,16 @@ class LLMSRec(SequentialRecommender):
     ) -> torch.Tensor:
         """LLM last hidden state at each prompt's output token, ``[len(prompts), d_llm]``.
 
-        Every prompt starts with ``prefix_ids``. Prompts run in length-sorted chunks of
-        ``llm_batch_size`` to cut padding; long evaluation passes show a progress bar.
+        Every prompt starts with ``prefix_ids``. Prompts run length-sorted, packed into passes
+        of at most ``llm_tokens_per_pass`` padded tokens: little padding, few passes (on a GPU
+        a pass costs about as much as it launches). Long evaluation passes show a progress bar.
         """
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].token_ids))
-        chunks = [order[i : i + self.llm_batch_size] for i in range(0, len(order), self.llm_batch_size)]
-        if self.show_progress and not torch.is_grad_enabled() and len(chunks) > 1:
-            chunks = tqdm(chunks, desc=f"LLM {what} vectors", ncols=100, leave=False)
         prefix = self._prefix_key_values(prefix_ids) if self.llm_prefix_cache else None
         skip = len(prefix_ids) if prefix is not None else 0
+        chunks = pack_by_tokens([len(p.token_ids) - skip for p in prompts], self.llm_tokens_per_pass)
+        order = [i for chunk in chunks for i in chunk]
+        if self.show_progress and not torch.is_grad_enabled() and len(chunks) > 1:
+            chunks = tqdm(chunks, desc=f"LLM {what} vectors", ncols=100, leave=False)
         states = [
             self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk], skip), prefix, output_vector, output_token_id)
             for chunk in chunks
@@ -175,13 +179,12 @@ class LLMSRec(SequentialRecommender):
         if key not in self._prefix_cache:
             with torch.no_grad():
                 input_ids = torch.tensor([prefix_ids], device=embeddings.weight.device)
-                cache = self.llm(input_ids=input_ids, use_cache=True).cache
+                cache = self.llm(input_ids=input_ids, use_cache=True)[self._cache_argument]
             self._prefix_cache[key] = [(keys, values) for keys, values, *_ in cache]
         return self._prefix_cache[key]
 
     def _llm_chunk(self, batch, prefix, output_vector: torch.Tensor, output_token_id: int) -> torch.Tensor:
         input_ids = batch.input_ids.to(self.device)  # [B, T] (after the cached prefix, if any)
-        attention_mask = batch.attention_mask.to(self.device)  # [B, T]
         embeddings = self.llm.get_input_embeddings()(input_ids)  # [B, T, d_llm]
         dtype = embeddings.dtype
         history_slots = (input_ids == self.prompts.history_token_id).unsqueeze(-1)  # [B, T, 1]
@@ -189,19 +192,23 @@ class LLMSRec(SequentialRecommender):
         embeddings = embeddings.masked_scatter(history_slots.expand_as(embeddings), history_vectors.to(dtype))
         output_slots = input_ids == output_token_id  # [B, T]
         embeddings = torch.where(output_slots.unsqueeze(-1), output_vector.to(dtype), embeddings)
-        cache = None
-        if prefix is not None:
-            batch_size = len(input_ids)
-            cache = DynamicCache(
-                [(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1)) for keys, values in prefix],
-                config=self.llm.config,
-            )
-            prefix_mask = attention_mask.new_ones(batch_size, prefix[0][0].shape[2])  # [B, P]
-            attention_mask = torch.cat([prefix_mask, attention_mask], 1)  # [B, P + T]
-        hidden = self.llm(
-            inputs_embeds=embeddings, attention_mask=attention_mask, cache=cache, use_cache=cache is not None
-        ).last_hidden_state  # [B, T, d_llm]
-        return hidden[output_slots].float()  # [B, d_llm]: exactly one output token per prompt
+
+        def output_states(embeddings: torch.Tensor) -> torch.Tensor:
+            cache = None
+            if prefix is not None:  # a fresh cache per call: the pass appends to it, and a recompute passes again
+                batch_size = len(embeddings)
+                expanded = [(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1)) for keys, values in prefix]
+                cache = DynamicCache(expanded, config=self.llm.config)
+            hidden = self.llm(
+                inputs_embeds=embeddings, use_cache=cache is not None, **{self._cache_argument: cache}
+            ).last_hidden_state  # [B, T, d_llm]
+            return hidden[output_slots]  # [B, d_llm]: exactly one output token per prompt
+
+        if self.llm_gradient_checkpointing and torch.is_grad_enabled():
+            # HF's own checkpointing is off in eval mode and would drop the prefix cache: keep
+            # only this pass's input and recompute the pass in backward.
+            return checkpoint(output_states, embeddings, use_reentrant=False).float()
+        return output_states(embeddings).float()
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item vectors ``v = f_item(h_I)`` for item ids ``[N]``, ``[N, d']``."""
