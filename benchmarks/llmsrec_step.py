@@ -211,6 +211,15 @@ def measure(shape: str, batch_size: int, args, config, splits, train_data) -> di
             with peak_memory(device, record, f"{name} train peak GiB"):
                 record[f"{name} train s"], record[f"{name} loss"] = timed(step(fn), device, args.repeats)
         model.llm_prefix_cache, model.llm_gradient_checkpointing = True, False
+        if args.compile:
+            eager = model.llm
+            object.__setattr__(model, "llm", torch.compile(eager, dynamic=True))
+            start = time.perf_counter()
+            step(ours_loss)()  # compiles the user and the item pass, forward and backward
+            record["compile s"] = time.perf_counter() - start
+            record["ours, torch.compile train s"], record["ours, torch.compile loss"] = timed(
+                step(ours_loss), device, args.repeats)
+            object.__setattr__(model, "llm", eager)
         with peak_memory(device, record, "authors train peak GiB"):
             record["authors train s"], record["authors loss"] = timed(
                 step(lambda: authors_loss(model, causal_lm, batch, negatives)), device, args.repeats)
@@ -256,7 +265,7 @@ def report(records: list[dict], args, peak: float, device: torch.device) -> str:
         f"history {args.history} items with dates). Same LLM weights, prompts, batch and candidates for both.",
         f"Command: `python benchmarks/llmsrec_step.py --device {args.device} --shapes {' '.join(args.shapes)} "
         f"--batch {' '.join(map(str, args.batch))} --tokens-per-pass {args.tokens_per_pass} --repeats {args.repeats}"
-        f"{' --ablate' if args.ablate else ''}"
+        f"{' --ablate' if args.ablate else ''}{' --compile' if args.compile else ''}"
         f"{' --random-weights' if args.random_weights else ''}`. "
         f"Evaluation: 8 x batch catalogue items and 2 x batch users; the authors' in chunks of the batch size, "
         f"ours packed into passes of {args.tokens_per_pass} padded tokens (`llm_tokens_per_pass`).",
@@ -294,6 +303,15 @@ def report(records: list[dict], args, peak: float, device: torch.device) -> str:
             checkpointed = r["ours, gradient checkpointing train s"]
             lines.append(f"| {r['shape']} | {on:.2f} | {off:.2f} | {off / on:.2f}x | {checkpointed:.2f} "
                          f"| {memory(r, 'ours')} / {memory(r, 'ours, gradient checkpointing')} |")
+    compiled = [r for r in records if "compile s" in r]
+    if compiled:
+        lines += ["", "`torch.compile(llm, dynamic=True)` (training step, same batch):", "",
+                  "| LLM | eager s | compiled s | gain | first step (compiling) s | loss eager / compiled |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in compiled:
+            eager, fast = r["ours train s"], r["ours, torch.compile train s"]
+            lines.append(f"| {r['shape']} | {eager:.2f} | {fast:.2f} | {eager / fast:.2f}x | {r['compile s']:.0f} "
+                         f"| {float(r['ours loss']):.6f} / {float(r['ours, torch.compile loss']):.6f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -313,6 +331,7 @@ def main() -> None:
                         help="the smollm2 shape's LLM folder (default: the offline SmolLM2); it also gives every shape its tokenizer")
     parser.add_argument("--random-weights", action="store_true",
                         help="smollm2 with random weights from its config.json (timing only; the folder needs no weights)")
+    parser.add_argument("--compile", action="store_true", help="also time our step with torch.compile on the LLM")
     parser.add_argument("--out", default=str(Path(__file__).parent / "RESULTS.md"))
     args = parser.parse_args()
     device = torch.device(args.device)
