@@ -221,6 +221,7 @@ def test_prefix_cache_and_checkpointing_give_the_same_vectors_and_gradients(setu
     args = (batch["item_id_list"], batch["item_length"], batch["timestamp_list"])
     items = torch.arange(1, model.n_items)
     llm_calls = []
+
     def count_prompt_passes(module, args, kwargs):  # not the one-off passes over the prompt prefixes
         if kwargs.get("inputs_embeds") is not None:
             llm_calls.append(1)

@@ -195,7 +195,7 @@ class LLMSRec(SequentialRecommender):
 
         def output_states(embeddings: torch.Tensor) -> torch.Tensor:
             cache = None
-            if prefix is not None:  # a fresh cache per call: the pass appends to it, and a recompute passes again
+            if prefix is not None:  # a fresh cache per call: a pass appends its own keys/values, and a recompute must not see them
                 batch_size = len(embeddings)
                 expanded = [(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1)) for keys, values in prefix]
                 cache = DynamicCache(expanded, config=self.llm.config)
