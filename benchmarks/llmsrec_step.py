@@ -263,7 +263,7 @@ def report(records: list[dict], args, peak: float, device: torch.device) -> str:
         f"Machine: {where}; torch {torch.__version__}; LLM dtype {args.dtype}; measured matmul peak "
         f"{peak / 1e9:.0f} GFLOP/s. Data: the quick-start profile (ml-100k, users with 20-29 ratings, "
         f"history {args.history} items with dates). Same LLM weights, prompts, batch and candidates for both.",
-        f"Command: `python benchmarks/llmsrec_step.py --device {args.device} --shapes {' '.join(args.shapes)} "
+        f"Command: `python benchmarks/llmsrec_step.py --device {args.device} --dtype {args.dtype} --shapes {' '.join(args.shapes)} "
         f"--batch {' '.join(map(str, args.batch))} --tokens-per-pass {args.tokens_per_pass} --repeats {args.repeats}"
         f"{' --ablate' if args.ablate else ''}{' --compile' if args.compile else ''}"
         f"{' --random-weights' if args.random_weights else ''}`. "
