@@ -27,7 +27,7 @@ def batch(setup):
     return next(iter(train_data))
 
 
-def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch):
+def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch, monkeypatch):
     _, model, _ = setup
     model.eval()
     captured = {}
@@ -36,13 +36,12 @@ def test_injected_vectors_sit_exactly_at_special_tokens(setup, batch):
             captured["embeds"] = kwargs["inputs_embeds"].detach().clone()
 
     hook = model.llm.register_forward_pre_hook(capture, with_kwargs=True)
-    budget, model.llm_tokens_per_pass = model.llm_tokens_per_pass, 10_000  # the three prompts in one pass
+    monkeypatch.setattr(model, "llm_tokens_per_pass", 10_000)  # the three prompts in one pass
     try:
         with torch.no_grad():
             model.forward(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
     finally:
         hook.remove()
-        model.llm_tokens_per_pass = budget
     prompts = model.prompts.user_prompts(batch["item_id_list"][:3], batch["item_length"][:3], batch["timestamp_list"][:3])
     embeds = captured["embeds"]  # chunks are length-sorted: match rows by their token ids
     prefix_length = len(model.prompts.user_prefix_ids)  # the shared prefix runs once, from its cached keys/values
@@ -135,7 +134,7 @@ def test_negatives_never_hit_target_or_history(setup, batch):
             assert all(1 <= i < model.n_items for i in row)
 
 
-def test_scores_are_batch_invariant_and_predict_matches_full_sort(setup, batch):
+def test_scores_are_batch_invariant_and_predict_matches_full_sort(setup, batch, monkeypatch):
     _, model, _ = setup
     model.eval()
     alone = batch[[0]]
@@ -146,12 +145,8 @@ def test_scores_are_batch_invariant_and_predict_matches_full_sort(setup, batch):
     assert torch.allclose(full_alone[0], full_batch[0], atol=1e-5)
 
     model._eval_cache["users"].clear()
-    budget = model.llm_tokens_per_pass
-    model.llm_tokens_per_pass = 1  # every prompt in a pass of its own: no padding anywhere
-    try:
-        unpadded = model.full_sort_predict(batch)
-    finally:
-        model.llm_tokens_per_pass = budget
+    monkeypatch.setattr(model, "llm_tokens_per_pass", 1)  # every prompt in a pass of its own: no padding anywhere
+    unpadded = model.full_sort_predict(batch)
     assert torch.allclose(unpadded, full_batch, atol=1e-5)  # right padding needs no attention mask
 
     items = torch.tensor([3, 5, 11, 2])
