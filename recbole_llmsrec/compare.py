@@ -7,8 +7,8 @@ runs the requested probes (:mod:`recbole_llmsrec.probes`) on the trained model, 
 
 - ``<results>/<dataset>/<profile>/<model>-seed<seed>.json``: one file per finished model
   and seed, written atomically; a rerun skips what is there (resume);
-- ``<results>/<dataset>/<profile>.md`` and ``.png``: the comparison table and chart;
-- ``<results>/<dataset>/<profile>.<probe>.md`` and ``.png`` for each probe.
+- through :mod:`recbole_llmsrec.reports`, the comparison table and chart, one table and
+  chart per probe, and the learning curves (``<results>/<dataset>/<profile>.*``).
 
 Models are RecBole or plugin model names, optionally with settings,
 ``LLMSRec[distill_weight=0,uniform_weight=0]``, or a preset of :data:`PRESETS`.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -26,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from recbole.data import create_dataset
 from recbole.trainer import Trainer
 from recbole.utils import init_logger, init_seed
 
 from recbole_llmsrec import probes
+from recbole_llmsrec.reports import write_reports
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.quick_start import (
@@ -43,6 +42,7 @@ from recbole_llmsrec.quick_start import (
     evaluate_in_modes,
 )
 from recbole_llmsrec.teacher import SHARED_KEYS, teacher_config, train_teacher
+from recbole_llmsrec.trainer import TeacherTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 
 logger = logging.getLogger(__name__)
@@ -50,16 +50,14 @@ logger = logging.getLogger(__name__)
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "LLMSRec-noDU": ("LLMSRec", {"distill_weight": 0.0, "uniform_weight": 0.0}),
     "LLMSRec-noU": ("LLMSRec", {"uniform_weight": 0.0}),
+    "LLMSRec-randomLLM": ("LLMSRec", {"llm_random_weights": True}),
 }
 PROBES = ("shuffle", "train_shuffle", "similarity", "breakdown")
 TRAINING_PROBES = ("train_shuffle",)  # probes that train their own model
 # Settings of an LLM profile that a CF baseline takes from ``teacher_config`` instead
 # (the quick-start profile's ``epochs: 1`` is LLMSRec's budget, not SASRec's).
 CF_BUDGET_KEYS = ("epochs", "stopping_step", "train_batch_size")
-BREAKDOWN_GROUPS = ("warm", "cold", "transition", "non-transition")
-BREAKDOWN_METRICS = ("ndcg@10", "hit@10")
-METRIC_NAMES = {"ndcg": "NDCG", "hit": "Hit"}
-RESULT_FORMAT = "recbole_llmsrec.compare/1"
+RESULT_FORMAT = "recbole_llmsrec.compare/2"  # 2: authors' schedule, whole-prompt tokens, SASRec row = teacher
 
 
 # ---------------------------------------------------------------------- model specs
@@ -170,9 +168,22 @@ def model_settings(spec: ModelSpec, dataset: str | None, config_files: list[str]
     return settings
 
 
-def shuffle_window(config: Config) -> int | None:
+def teacher_row_config(spec: ModelSpec, dataset: str | None, config_files: list[str], seed: int) -> Config | None:
+    """LLMSRec's config when ``spec`` is a plain row of its teacher model (e.g. ``SASRec``), else None.
+
+    Such a row *is* LLMSRec's teacher: the same config, training and checkpoint, so that
+    "LLMSRec vs its teacher" and "LLMSRec vs SASRec" are one question. A row with settings
+    (``SASRec[hidden_size=128]``) is a separate model.
+    """
+    if spec.model in LLM_MODELS or spec.overrides:
+        return None
+    llm_config = Config(model=LLM_MODELS[0], dataset=dataset, config_file_list=config_files, config_dict={"seed": seed})
+    return llm_config if llm_config["teacher_model"] == spec.model else None
+
+
+def shuffle_window(config: Config, model: str) -> int | None:
     """How many latest history items a probe shuffles: what the model reads (LLMSRec: ``history_length``; others: all)."""
-    return config["history_length"] if config["model"] in LLM_MODELS else None
+    return config["history_length"] if model in LLM_MODELS else None
 
 
 def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer, float]:
@@ -183,6 +194,17 @@ def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     return trainer, time.perf_counter() - start
+
+
+def _fit_teacher(config: Config, splits: list, valid_data, test_data) -> tuple[Trainer, float | None]:
+    """LLMSRec's teacher trained on ``splits`` by the teacher stage (or its cached checkpoint), as a
+    trainer whose ``saved_model_file`` is that checkpoint; the training time, None when reused."""
+    path, outcome = train_teacher(config, splits, valid_data, test_data)
+    tconfig = teacher_config(config)
+    model = get_model(tconfig["model"])(tconfig, splits[0]).to(tconfig["device"])
+    trainer = TeacherTrainer(tconfig, model)
+    trainer.saved_model_file = str(path)
+    return trainer, sum(outcome["epoch_seconds"]) if outcome["trained"] else None
 
 
 def _test_results(results: dict[str, dict[str, dict]], name: str) -> dict[str, dict]:
@@ -201,8 +223,10 @@ def run_model(
 
     ``stored``, an earlier result of the same spec and seed, is extended instead: when
     the probes it lacks are all training-time ones, the model itself is not retrained.
+    A plain row of LLMSRec's teacher model is that teacher (:func:`teacher_row_config`).
     """
-    config = Config(
+    llm_config = teacher_row_config(spec, dataset_name, config_files, seed)
+    config = llm_config or Config(
         model=spec.model, dataset=dataset_name, config_file_list=config_files,
         config_dict=model_settings(spec, dataset_name, config_files, seed),
     )
@@ -211,7 +235,10 @@ def run_model(
     dataset = create_dataset(config)
     splits = dataset.build()
     train_data, valid_data, test_data = build_dataloaders(config, dataset, splits)
-    if config["model"] in LLM_MODELS:
+    teacher = None
+    if llm_config is not None:
+        teacher = _fit_teacher(config, splits, valid_data, test_data)
+    elif config["model"] in LLM_MODELS:
         teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(teacher_path)
     missing = [name for name in probe_names if name not in (stored or {}).get("probes", {})]
@@ -221,15 +248,21 @@ def run_model(
         kept = {name: value for name, value in (stored or {}).get("probes", {}).items() if name in TRAINING_PROBES}
         result = {"format": RESULT_FORMAT, "label": spec.label, "model": spec.model,
                   "overrides": spec.overrides, "seed": seed, "probes": kept}
-        if config["model"] in LLM_MODELS:
+        if teacher is not None:
+            result["checkpoint"] = teacher[0].saved_model_file
+        if config["model"] in LLM_MODELS and teacher is None:
             result["teacher"] = {"model": config["teacher_model"], "trained": teacher_result["trained"],
+                                 "checkpoint": config["teacher_checkpoint"],
                                  "train_seconds": sum(teacher_result.get("epoch_seconds", [])) or None}
-        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), missing)
+        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), missing, teacher)
     if "train_shuffle" in missing:
-        window = shuffle_window(config)
+        window = shuffle_window(config, spec.model)
         shuffled_train = [probes.shuffle_histories(splits[0], seed, window), splits[1], splits[2]]
-        shuffled_loader = build_dataloaders(config, dataset, shuffled_train)[0]
-        trainer, seconds = _fit(config, splits[0], shuffled_loader, valid_data)
+        if teacher is not None:
+            trainer, seconds = _fit_teacher(config, shuffled_train, valid_data, test_data)
+        else:
+            shuffled_loader = build_dataloaders(config, dataset, shuffled_train)[0]
+            trainer, seconds = _fit(config, splits[0], shuffled_loader, valid_data)
         trainer.evaluate(valid_data, load_best_model=True, show_progress=config["show_progress"])
         trained = evaluate_in_modes(config, dataset, splits, {spec.label: trainer})
         result["probes"]["train_shuffle"] = {"window": window, "train_seconds": seconds,
@@ -238,25 +271,31 @@ def run_model(
 
 
 def evaluate_trained(
-    result: dict[str, Any], config: Config, dataset, splits: list, loaders: tuple, probe_names: list[str]
+    result: dict[str, Any], config: Config, dataset, splits: list, loaders: tuple, probe_names: list[str],
+    teacher: tuple[Trainer, float | None] | None = None,
 ) -> None:
-    """Train the model on ``loaders`` (train, valid, test), fill ``result`` with its test metrics
-    and times, and run the requested inference-time probes on it."""
+    """Train the model on ``loaders`` (train, valid, test), or take ``teacher`` (its trainer and
+    training time), fill ``result`` with its test metrics and times, and run the requested
+    inference-time probes on it."""
     train_data, valid_data, test_data = loaders
-    trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data)
+    if teacher is None:
+        trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data)
+    else:
+        trainer, result["train_seconds"] = teacher
+    result["curve"] = getattr(trainer, "curve", None)  # LLMSRec: losses and validation per validation round
     start = time.perf_counter()
     trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     result["eval_seconds"] = time.perf_counter() - start
     model, label = trainer.model, result["label"]
     trainers = {label: trainer}
-    if config["model"] in LLM_MODELS:
+    if config["model"] in LLM_MODELS and teacher is None:
         trainers["teacher"] = Trainer(teacher_config(config), model.teacher)
     metrics = evaluate_in_modes(config, dataset, splits, trainers)
     result["metrics"] = _test_results(metrics, label)
     if "teacher" in trainers:
         result["teacher"]["metrics"] = _test_results(metrics, "teacher")
 
-    window = shuffle_window(config)
+    window = shuffle_window(config, result["model"])
     shuffled_test = probes.shuffle_histories(splits[2], config["seed"], window)
     if "shuffle" in probe_names:
         shuffled = evaluate_in_modes(config, dataset, [splits[0], splits[1], shuffled_test], {label: trainer})
@@ -305,219 +344,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(staging, path)
 
 
-# ---------------------------------------------------------------------- tables
-@dataclass(frozen=True)
-class Column:
-    """A table column: its header and how to format a value (``metric``, ``seconds``, ``percent``)."""
-
-    name: str
-    kind: str = "metric"
-
-
-FORMATS = {"metric": "{:.4f}", "seconds": "{:.1f}", "percent": "{:+.1f}"}
-Cell = tuple[float, float | None]  # mean, std over seeds (None for a single seed)
-MISSING = "—"
-
-
-def summarize(values: list[float | None]) -> Cell | None:
-    """Mean and sample std over seeds (std None for one seed); None without any value."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return None
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
-
-
-def format_cell(cell: Cell | None, kind: str) -> str:
-    if cell is None:
-        return MISSING
-    mean, std = cell
-    text = FORMATS[kind].format(mean)
-    return text if std is None else f"{text} ± {FORMATS[kind].format(std).lstrip('+')}"
-
-
-def format_table(columns: list[Column], rows: dict[str, dict[str, Cell | None]]) -> str:
-    """A markdown table: one row per label, one column per :class:`Column`."""
-    lines = ["| model | " + " | ".join(c.name for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for label, cells in rows.items():
-        lines.append(f"| {label} | " + " | ".join(format_cell(cells.get(c.name), c.kind) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def parse_table(text: str) -> tuple[list[str], dict[str, dict[str, Cell | None]]]:
-    """Column names and rows of the first markdown table in ``text`` (inverse of :func:`format_table`)."""
-    table = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
-    if len(table) < 2:
-        raise ValueError("No markdown table found.")
-    split = lambda line: [cell.strip() for cell in line.strip("|").split("|")]  # noqa: E731
-    columns = split(table[0])[1:]
-    rows: dict[str, dict[str, Cell | None]] = {}
-    for line in table[2:]:
-        label, *cells = split(line)
-        if len(cells) != len(columns):
-            raise ValueError(f"Row {label!r} has {len(cells)} cells for {len(columns)} columns.")
-        rows[label] = {}
-        for name, cell in zip(columns, cells):
-            if cell == MISSING:
-                rows[label][name] = None
-                continue
-            mean, _, std = cell.partition("±")
-            rows[label][name] = (float(mean), float(std) if std.strip() else None)
-    return columns, rows
-
-
-def write_table(path: Path, title: str, notes: str, columns: list[Column], rows: dict[str, dict[str, Cell | None]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {title}\n\n{notes.strip()}\n\n{format_table(columns, rows)}\n")
-
-
-def bar_chart(path: Path, title: str, ylabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]) -> None:
-    """Grouped bars: one group per row label, one bar per column, seed std as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(rows)
-    width = 0.8 / max(len(columns), 1)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 4), 4.2))
-    for index, column in enumerate(columns):
-        cells = [rows[label].get(column) for label in labels]
-        means = [cell[0] if cell else np.nan for cell in cells]
-        errors = [cell[1] or 0.0 if cell else 0.0 for cell in cells]
-        positions = np.arange(len(labels)) + (index - (len(columns) - 1) / 2) * width
-        ax.bar(positions, means, width, yerr=errors if any(errors) else None, label=column, capsize=2)
-    ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def metric_columns(prefix: str = "", kind: str = "metric", modes=COMPARISON_MODES) -> list[Column]:
-    """``NDCG@10 full`` ... ``Hit@20 uni100`` columns (metric names as RecBole prints them)."""
-    return [Column(f"{prefix}{metric_title(m)} {mode}", kind) for mode in modes for m in COMPARISON_METRICS]
-
-
-def metric_title(metric: str) -> str:
-    name, _, k = metric.partition("@")
-    return f"{METRIC_NAMES.get(name, name)}@{k}"
-
-
-def relative_change(new: float, old: float) -> float | None:
-    return None if old == 0 else 100.0 * (new - old) / old
-
-
-# ---------------------------------------------------------------------- reports
-def _rows(results: dict[str, list[dict]], cell_values) -> dict[str, dict[str, Cell | None]]:
-    """Rows of a table: ``cell_values(result) -> {column: value}`` per seed, summarized over seeds."""
-    rows = {}
-    for label, per_seed in results.items():
-        values = [cell_values(result) for result in per_seed]
-        values = [v for v in values if v is not None]
-        if values:
-            names = dict.fromkeys(name for v in values for name in v)
-            rows[label] = {name: summarize([v.get(name) for v in values]) for name in names}
-    return rows
-
-
-def _test_cells(metrics: dict[str, dict], prefix: str = "") -> dict[str, float]:
-    return {
-        f"{prefix}{metric_title(m)} {mode}": metrics[f"test {mode}"][m]
-        for mode in COMPARISON_MODES for m in COMPARISON_METRICS if m in metrics.get(f"test {mode}", {})
-    }
-
-
-def write_reports(folder: Path, profile: str, results: dict[str, list[dict]], seeds: int) -> list[Path]:
-    """Write the comparison and probe tables and charts from per-seed results; return the paths."""
-    seed_note = f"Mean over {seeds} seeds ± sample std." if seeds > 1 else "One seed."
-    written = []
-    columns = metric_columns() + [Column("train s", "seconds"), Column("eval s", "seconds")]
-
-    def comparison_cells(result):
-        return {**_test_cells(result["metrics"]), "train s": result["train_seconds"], "eval s": result["eval_seconds"]}
-
-    rows = _rows(results, comparison_cells)
-    teachers = {label: per_seed for label, per_seed in results.items() if "teacher" in per_seed[0]}
-    if teachers:
-        first_label = next(iter(teachers))
-        teacher_label = f"{teachers[first_label][0]['teacher']['model']} (teacher of {first_label})"
-        rows.update(_rows({teacher_label: teachers[first_label]}, lambda r: {
-            **_test_cells(r["teacher"]["metrics"]), "train s": r["teacher"]["train_seconds"]}))
-    notes = (f"Test set; full = ranking all items, uni100 = target among 99 sampled negatives (same for every model). "
-             f"{seed_note} train s = wall time of fitting (per-epoch validation included); eval s = one test pass "
-             "in full ranking (LLMSRec: item vectors already cached by the last validation). Same filtering, "
-             "split, seed and metrics for every row; the teacher row is the frozen teacher LLMSRec distils.")
-    path = folder / f"{profile}.md"
-    write_table(path, f"Comparison: {folder.name}, profile {profile}", notes, columns, rows)
-    bar_chart(path.with_suffix(".png"), f"{folder.name} / {profile}", "test score",
-              ["NDCG@10 full", "NDCG@10 uni100", "Hit@10 full", "Hit@10 uni100"], rows)
-    written += [path, path.with_suffix(".png")]
-
-    for probe in ("shuffle", "train_shuffle"):
-        def change_cells(result, probe=probe):
-            stored = result["probes"].get(probe)
-            if stored is None:
-                return None
-            cells = _test_cells(stored["metrics"])
-            base = _test_cells(result["metrics"])
-            cells.update({f"Δ% {name}": relative_change(cells[name], base[name]) for name in cells})
-            return cells
-
-        rows = _rows(results, change_cells)
-        if not rows:
-            continue
-        what = ("evaluated with each user's test history randomly permuted (seeded; LLMSRec: its "
-                "history_length latest items, titles, [HistoryEmb] vectors and dates moved together)"
-                if probe == "shuffle" else
-                "trained on randomly permuted training histories, evaluated on the original test histories "
-                "(LLMSRec keeps its teacher trained on the original order)")
-        notes = f"Test scores of models {what}; Δ% = relative change against the same model in the comparison. {seed_note}"
-        columns = metric_columns() + metric_columns("Δ% ", "percent")
-        path = folder / f"{profile}.{probe}.md"
-        write_table(path, f"{probe.replace('_', '-')} probe: {folder.name}, profile {profile}", notes, columns, rows)
-        bar_chart(path.with_suffix(".png"), f"{probe}: relative change (%)", "Δ% vs original",
-                  ["Δ% NDCG@10 full", "Δ% NDCG@10 uni100", "Δ% Hit@10 full", "Δ% Hit@10 uni100"], rows)
-        written += [path, path.with_suffix(".png")]
-
-    rows = _rows(results, lambda r: None if not r["probes"].get("similarity") else {
-        "cosine": r["probes"]["similarity"]["mean"], "std over users": r["probes"]["similarity"]["std"]})
-    if rows:
-        path = folder / f"{profile}.similarity.md"
-        notes = ("Mean cosine similarity between each test user's vector from the original and from the shuffled "
-                 f"history (the inference-shuffle permutation), and its std over users. {seed_note}")
-        write_table(path, f"Representation similarity: {folder.name}, profile {profile}", notes,
-                    [Column("cosine"), Column("std over users")], rows)
-        bar_chart(path.with_suffix(".png"), "cosine(original, shuffled) user vector", "mean cosine", ["cosine"], rows)
-        written += [path, path.with_suffix(".png")]
-
-    def breakdown_cells(result):
-        stored = result["probes"].get("breakdown")
-        if stored is None:
-            return None
-        return {f"{metric_title(m)} {mode} {group}": stored[mode][group][m]
-                for mode in COMPARISON_MODES for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS}
-
-    rows = _rows(results, breakdown_cells)
-    if rows:
-        first = next(r for per_seed in results.values() for r in per_seed if r["probes"].get("breakdown"))
-        sizes = ", ".join(f"{g}: {first['probes']['breakdown']['full'][g]['users']}" for g in BREAKDOWN_GROUPS)
-        notes = ("Test scores per group: warm/cold = users whose target item is in the top/bottom 35% of items "
-                 "by training popularity; transition/non-transition = top/bottom half of users by the share of "
-                 "their consecutive training pairs that another user's training sequence also holds. "
-                 f"Users per group: {sizes}. {seed_note}")
-        columns = [Column(f"{metric_title(m)} {mode} {group}") for mode in COMPARISON_MODES
-                   for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS]
-        path = folder / f"{profile}.breakdown.md"
-        write_table(path, f"Breakdowns: {folder.name}, profile {profile}", notes, columns, rows)
-        bar_chart(path.with_suffix(".png"), "NDCG@10 (uni100) per group", "test NDCG@10",
-                  [f"NDCG@10 uni100 {group}" for group in BREAKDOWN_GROUPS], rows)
-        written += [path, path.with_suffix(".png")]
-    return written
-
-
 # ---------------------------------------------------------------------- runner
 def run_comparison(
     models: str | list[ModelSpec],
@@ -552,5 +378,5 @@ def run_comparison(
             else:
                 logger.warning("Comparison: reusing %s", path)
             results[spec.label].append(result)
-    files = write_reports(folder, profile, results, seeds)
+    files = write_reports(folder, profile, results, seeds, base["valid_metric"].lower())
     return {"results": results, "folder": folder, "files": files}

@@ -7,7 +7,7 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import ModelType
 
-TRAIN_SAMPLE_MODES = ("last", "all")
+TRAIN_SAMPLE_MODES = ("last", "all", "a positive number of prefixes per user")
 
 
 def last_prefix_per_user(train_dataset):
@@ -22,20 +22,60 @@ def last_prefix_per_user(train_dataset):
     return train_dataset.copy(train_dataset.inter_feat[last_rows])
 
 
+def sampled_prefixes_per_user(train_dataset, prefixes: int, seed: int):
+    """Each user's longest prefix plus up to ``prefixes - 1`` other prefixes drawn once with ``seed``.
+
+    With one sample per user a small dataset offers only a few hundred distinct targets;
+    earlier prefixes add other targets of the same users at the same cost per sample.
+    """
+    users = train_dataset.inter_feat[train_dataset.uid_field].numpy()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(users))  # a seeded random rank of each row
+    is_last = np.r_[users[1:] != users[:-1], True]  # rows are in time order within a user
+    # sort by user, the last prefix first, then by the random rank; keep the first `prefixes` rows per user
+    ranked = np.lexsort((order, ~is_last, users))
+    first_of_user = np.r_[0, np.flatnonzero(users[ranked][1:] != users[ranked][:-1]) + 1]
+    position = np.arange(len(ranked)) - np.repeat(first_of_user, np.diff(np.r_[first_of_user, len(ranked)]))
+    return train_dataset.copy(train_dataset.inter_feat[np.sort(ranked[position < prefixes])])
+
+
+def validation_subset(valid_dataset, users: int | None, seed: int):
+    """The validation split restricted to ``users`` users drawn once with ``seed`` (all when None or more)."""
+    all_users = np.unique(valid_dataset.inter_feat[valid_dataset.uid_field].numpy())
+    if users is None or users >= len(all_users):
+        return valid_dataset
+    if isinstance(users, bool) or not isinstance(users, int) or users < 1:
+        raise ValueError(f"valid_users={users!r} is neither ~ (every user) nor a positive number of users.")
+    chosen = np.random.default_rng(seed).choice(all_users, size=users, replace=False)
+    rows = np.isin(valid_dataset.inter_feat[valid_dataset.uid_field].numpy(), chosen)
+    return valid_dataset.copy(valid_dataset.inter_feat[np.flatnonzero(rows)])
+
+
+def training_samples(config, train_dataset):
+    """The training split as ``train_samples`` asks: ``last``, ``all`` or k prefixes per user."""
+    mode = config["train_samples"] or "all"
+    if mode == "all":
+        return train_dataset
+    if mode == "last":
+        return last_prefix_per_user(train_dataset)
+    if isinstance(mode, int) and not isinstance(mode, bool) and mode >= 1:
+        return sampled_prefixes_per_user(train_dataset, mode, config["seed"])
+    raise ValueError(f"train_samples={mode!r} is not one of: {', '.join(TRAIN_SAMPLE_MODES)}.")
+
+
 def build_dataloaders(config, dataset, splits: list) -> tuple:
     """Train, valid and test dataloaders over already built splits (``dataset.build()`` runs once only).
 
-    ``train_samples: last`` keeps one training sample per user; ``all`` (RecBole's
-    default) every prefix. Samplers always see the full training split, so sampled
+    ``train_samples: last`` keeps one training sample per user, an integer k that many
+    prefixes per user, ``all`` (RecBole's default) every prefix. ``valid_users`` validates on
+    a fixed, seeded subset of users. Samplers always see the full training split, so sampled
     evaluation negatives exclude every training item of the user.
     """
-    mode = config["train_samples"] or "all"
-    if mode not in TRAIN_SAMPLE_MODES:
-        raise ValueError(f"train_samples={mode!r} is not one of {TRAIN_SAMPLE_MODES}.")
+    train_dataset = training_samples(config, splits[0])
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, splits)
-    train_dataset = last_prefix_per_user(splits[0]) if mode == "last" else splits[0]
+    valid_dataset = validation_subset(splits[1], config["valid_users"], config["seed"])
     train_data = get_dataloader(config, "train")(config, train_dataset, train_sampler, shuffle=config["shuffle"])
-    valid_data = get_dataloader(config, "valid")(config, splits[1], valid_sampler, shuffle=False)
+    valid_data = get_dataloader(config, "valid")(config, valid_dataset, valid_sampler, shuffle=False)
     test_data = get_dataloader(config, "test")(config, splits[2], test_sampler, shuffle=False)
     return train_data, valid_data, test_data
 

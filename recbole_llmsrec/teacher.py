@@ -102,7 +102,7 @@ def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, di
         logger.warning("%s has no per-position output: training it on every prefix (slower).", tconfig["model"])
     train_data = get_dataloader(tconfig, "train")(tconfig, teacher_train, None, shuffle=tconfig["shuffle"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".training")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.training")  # concurrent runs never share a partial file
     trainer.saved_model_file = str(partial)
     trainer.fit(train_data, valid_data, saved=True, show_progress=tconfig["show_progress"])
     valid_result = trainer.evaluate(valid_data, load_best_model=True, show_progress=tconfig["show_progress"])

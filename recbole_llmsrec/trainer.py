@@ -79,8 +79,68 @@ class SafetensorsCheckpointTrainer(Trainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 
+class EpochSlice:
+    """The next ``size`` batches of a RecBole train dataloader, continuing one pass over it.
+
+    RecBole's ``fit`` validates between its "epochs"; handing ``_train_epoch`` one slice
+    of the real epoch at a time makes it validate several times per epoch with RecBole's
+    own loop, early stopping and checkpoints. A new pass (and a new shuffle) starts when
+    the previous one is used up.
+    """
+
+    def __init__(self, loader, size: int, batches) -> None:
+        self.loader, self.size, self.batches = loader, size, batches
+        self.shuffle = loader.shuffle
+        self.sampler = getattr(loader, "sampler", None)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        for _ in range(self.size):
+            yield next(self.batches)
+
+
+def validation_rounds(batches_per_epoch: int, validations_per_epoch: int) -> list[int]:
+    """Batches between consecutive validations in one epoch: ``validations_per_epoch`` near-equal
+    slices (fewer when an epoch has fewer batches), the last one ending the epoch."""
+    rounds = max(1, min(validations_per_epoch, batches_per_epoch))
+    bounds = [batches_per_epoch * k // rounds for k in range(rounds + 1)]
+    return [end - start for start, end in zip(bounds, bounds[1:])]
+
+
 class LLMSRecTrainer(SafetensorsCheckpointTrainer):
-    """Trainer of LLMSRec: only the trainable tensors reach checkpoints; Adam takes the paper's betas."""
+    """Trainer of LLMSRec with the authors' schedule (``train_model.py``).
+
+    - validation ``validations_per_epoch`` times per epoch (the authors: every 10% of it);
+    - the learning rate multiplied by ``lr_decay_per_validation`` after each validation;
+    - early stopping after ``stopping_step`` validations without improvement, the best
+      weights restored for test (RecBole's own ``fit`` and ``evaluate``);
+    - per validation: each loss term, the mean cosine between the LLM user vector and the
+      projected teacher vector, the learning rate and the validation result, logged, written
+      to TensorBoard and kept in :attr:`curve`.
+
+    Only the trainable tensors reach checkpoints; Adam takes the paper's betas.
+    """
+
+    LOSS_NAMES = ("retrieval", "distillation", "uniformity")
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.validations_per_epoch = config["validations_per_epoch"] or 1
+        self.eval_step = 1
+        # The authors stop at the stopping_step-th validation in a row without improvement;
+        # RecBole's early_stopping stops one later (when its counter exceeds max_step).
+        self.stopping_step = config["stopping_step"] - 1
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda validations: config["lr_decay_per_validation"] ** validations
+        )
+        self.curve: list[dict] = []
+        self.optimizer_steps = 0
+        self._rounds: list[int] = []
+        self._batches = None
+        self._round_stats: dict = {}
+        self._round_idx = 0
 
     def _build_optimizer(self, **kwargs):
         if (kwargs.get("learner") or self.learner).lower() != "adam":
@@ -91,6 +151,75 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
             betas=tuple(self.config["adam_betas"]),
             weight_decay=kwargs.get("weight_decay", self.weight_decay),
         )
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        # RecBole's loop runs one "epoch" per validation round: epochs x rounds per epoch.
+        self._rounds = validation_rounds(len(train_data), self.validations_per_epoch)
+        self.epochs = self.config["epochs"] * len(self._rounds)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def epoch_of_round(self, round_idx: int) -> float:
+        """Training epochs completed at the end of validation round ``round_idx`` (0-based)."""
+        full, within = divmod(round_idx, len(self._rounds))
+        return full + sum(self._rounds[: within + 1]) / sum(self._rounds)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._round_idx = epoch_idx
+        within = epoch_idx % len(self._rounds)
+        if within == 0 or self._batches is None:
+            if hasattr(train_data, "sampler") and hasattr(train_data.sampler, "set_epoch"):
+                train_data.sampler.set_epoch(epoch_idx // len(self._rounds))
+            self._batches = iter(train_data)
+        cosines: list[float] = []
+
+        def recorded_loss(interaction):
+            losses = (loss_func or self.model.calculate_loss)(interaction)
+            cosines.append(self.model.last_distill_cosine)
+            return losses
+
+        round_slice = EpochSlice(train_data, self._rounds[within], self._batches)
+        total = super()._train_epoch(round_slice, epoch_idx, loss_func=recorded_loss, show_progress=show_progress)
+        self.optimizer_steps += len(round_slice)
+        totals = total if isinstance(total, tuple) else (total,)
+        self._round_stats = {
+            "losses": {name: value / len(round_slice) for name, value in zip(self.LOSS_NAMES, totals)},
+            "distill_cosine": sum(cosines) / len(cosines) if cosines and None not in cosines else None,
+        }
+        for name, value in self._round_stats["losses"].items():
+            self.tensorboard.add_scalar(f"Loss/{name}", value, self.optimizer_steps)
+        if self._round_stats["distill_cosine"] is not None:
+            self.tensorboard.add_scalar("Train/distill_cosine", self._round_stats["distill_cosine"], self.optimizer_steps)
+        return total
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        stats = self._round_stats
+        terms = ", ".join(f"{name}: {value:.4f}" for name, value in stats["losses"].items())
+        cosine = stats["distill_cosine"]
+        return (
+            f"validation round {epoch_idx} (epoch {self.epoch_of_round(epoch_idx):.2f}, step {self.optimizer_steps}) "
+            f"training [time: {e_time - s_time:.2f}s, mean loss per batch: {terms}"
+            + (f", cos(u, teacher): {cosine:.4f}" if cosine is not None else "")
+            + f", lr: {self.optimizer.param_groups[0]['lr']:.3g}]"
+        )
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        round_idx = self._round_idx
+        mode = self.config["eval_args"]["mode"]
+        self.curve.append({
+            "validation": round_idx + 1,
+            "mode": mode["valid"] if isinstance(mode, dict) else mode,
+            "step": self.optimizer_steps,
+            "epoch": self.epoch_of_round(round_idx),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **self._round_stats,
+            "valid_score": float(valid_score),
+            "valid": {metric: float(value) for metric, value in valid_result.items()},
+        })
+        for metric, value in valid_result.items():
+            self.tensorboard.add_scalar(f"Valid/{metric}", value, self.optimizer_steps)
+        self.scheduler.step()
+        return valid_score, valid_result
 
 
 class TeacherTrainer(SafetensorsCheckpointTrainer):

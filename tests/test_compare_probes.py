@@ -12,12 +12,14 @@ import yaml
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 
-from recbole_llmsrec import compare, probes
+from recbole_llmsrec import compare, probes, reports
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.quick_start import mode_config
 from recbole_llmsrec.utils import get_model, get_trainer
 from run_recbole_llmsrec import strip_own_flags
+
+from helpers import write_chain_dataset
 
 DATA_DIR = Path(__file__).parent / "data"
 BASE = {"data_path": str(DATA_DIR), "show_progress": False, "state": "ERROR", "seed": 2020,
@@ -157,16 +159,6 @@ def test_per_user_metrics_average_to_recbole_evaluate(tiny_sasrec, mode):
 
 
 # ---------------------------------------------------------------------- order-aware vs order-blind
-def write_chain_dataset(folder: Path, n_items: int = 100, n_users: int = 120, length: int = 10) -> None:
-    """Users walk a fixed random cycle over the items: the next item is a function of the previous one."""
-    rng = np.random.default_rng(0)
-    cycle = rng.permutation(n_items) + 1
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for user in range(n_users):
-        start = rng.integers(n_items)
-        lines += [f"u{user}\ti{cycle[(start + k) % n_items]}\t{1000 * user + k}" for k in range(length)]
-    (folder / "chain").mkdir(parents=True)
-    (folder / "chain" / "chain.inter").write_text("\n".join(lines) + "\n")
 
 
 def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypatch):
@@ -191,7 +183,7 @@ def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypat
 
     # the comparison table round-trips through its parser and matches the stored results
     folder = tmp_path / "results" / "chain"
-    columns, rows = compare.parse_table((folder / "chain-probe.md").read_text())
+    columns, rows = reports.parse_table((folder / "chain-probe.md").read_text())
     assert columns[:2] == ["NDCG@10 full", "NDCG@20 full"] and columns[-2:] == ["train s", "eval s"]
     label = next(iter(outcome["results"]))
     assert rows[label]["NDCG@10 full"] == (round(original, 4), None)
@@ -216,10 +208,10 @@ def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, 
     assert llm["overrides"] == {"uniform_weight": 0.0} and llm["teacher"]["trained"]
     assert llm["probes"]["shuffle"]["window"] == tiny_settings["history_length"]
     assert 0.0 < llm["probes"]["similarity"]["mean"] <= 1.0
-    assert set(llm["probes"]["breakdown"]["full"]) == set(compare.BREAKDOWN_GROUPS)
+    assert set(llm["probes"]["breakdown"]["full"]) == set(reports.BREAKDOWN_GROUPS)
     stored = json.loads((tmp_path / "results" / "tiny" / "tiny-llm" / "LLMSRec-noU-seed2020.json").read_text())
     assert stored["metrics"] == llm["metrics"]
-    _, rows = compare.parse_table((tmp_path / "results" / "tiny" / "tiny-llm.md").read_text())
+    _, rows = reports.parse_table((tmp_path / "results" / "tiny" / "tiny-llm.md").read_text())
     assert list(rows) == ["LLMSRec-noU", "SASRec[hidden_size=16,inner_size=32]", "SASRec (teacher of LLMSRec-noU)"]
     assert rows["SASRec (teacher of LLMSRec-noU)"]["eval s"] is None
 
@@ -234,19 +226,19 @@ def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, 
 
 # ---------------------------------------------------------------------- tables and command line
 def test_table_round_trips_through_parser():
-    columns = [compare.Column("NDCG@10 full"), compare.Column("Δ% NDCG@10 full", "percent"), compare.Column("train s", "seconds")]
+    columns = [reports.Column("NDCG@10 full"), reports.Column("Δ% NDCG@10 full", "percent"), reports.Column("train s", "seconds")]
     rows = {
         "SASRec": {"NDCG@10 full": (0.12345, 0.01), "Δ% NDCG@10 full": (-7.25, None), "train s": (12.34, 1.5)},
         "LLMSRec[distill_weight=0]": {"NDCG@10 full": (0.5, None), "Δ% NDCG@10 full": None, "train s": (400.0, None)},
     }
-    text = compare.format_table(columns, rows)
-    parsed_columns, parsed = compare.parse_table("# title\n\nnotes\n\n" + text)
+    text = reports.format_table(columns, rows)
+    parsed_columns, parsed = reports.parse_table("# title\n\nnotes\n\n" + text)
     assert parsed_columns == [c.name for c in columns]
     assert parsed["SASRec"] == {"NDCG@10 full": (0.1235, 0.01), "Δ% NDCG@10 full": (-7.2, None), "train s": (12.3, 1.5)}
     assert parsed["LLMSRec[distill_weight=0]"]["Δ% NDCG@10 full"] is None
-    assert compare.format_table(columns, parsed) == text
-    assert compare.summarize([0.1, 0.3]) == (pytest.approx(0.2), pytest.approx(np.std([0.1, 0.3], ddof=1)))
-    assert compare.summarize([None]) is None
+    assert reports.format_table(columns, parsed) == text
+    assert reports.summarize([0.1, 0.3]) == (pytest.approx(0.2), pytest.approx(np.std([0.1, 0.3], ddof=1)))
+    assert reports.summarize([None]) is None
 
 
 def test_model_specs_presets_and_errors():

@@ -252,3 +252,51 @@ def test_tokens_per_pass_auto_follows_the_device_and_bad_values_are_refused():
     for bad in (0, -5, "many", 2.5, True):
         with pytest.raises(ValueError, match="llm_tokens_per_pass"):
             resolve_tokens_per_pass(bad, torch.device("cpu"))
+
+
+def test_negatives_of_a_row_are_distinct(tiny_settings):
+    _, model, (train_data, _, _) = build_llmsrec(tiny_settings, num_negatives=25)
+    batch = next(iter(train_data))
+    torch.manual_seed(0)
+    for _ in range(20):
+        negatives = model.sample_negatives(batch["user_id"], batch["item_id_list"], batch["item_id"])
+        assert all(len(set(row)) == len(row) for row in negatives.tolist())
+    _, greedy, _ = build_llmsrec(tiny_settings, num_negatives=model.n_items)
+    with pytest.raises(ValueError, match="lower num_negatives"):
+        greedy.sample_negatives(batch["user_id"], batch["item_id_list"], batch["item_id"])
+
+
+@pytest.mark.parametrize("teacher_dropout", [True, False])
+def test_teacher_dropout_sets_the_teacher_mode_for_the_target_only(tiny_settings, teacher_dropout, monkeypatch):
+    _, model, (train_data, _, _) = build_llmsrec(tiny_settings, teacher_dropout=teacher_dropout)
+    modes = []
+    forward = model.teacher.forward
+    monkeypatch.setattr(model.teacher, "forward", lambda *args: modes.append(model.teacher.training) or forward(*args))
+    model.train()
+    model.calculate_loss(next(iter(train_data)))
+    assert modes == [teacher_dropout] and not model.teacher.training
+
+
+def test_distill_reduction_sum_is_projection_size_times_mean(tiny_settings):
+    users, candidates, teacher = torch.randn(3, 16), torch.randn(3, 2, 16), torch.randn(3, 16)
+    _, mean_model, _ = build_llmsrec(tiny_settings, distill_reduction="mean")
+    _, sum_model, _ = build_llmsrec(tiny_settings, distill_reduction="sum")
+    mean = mean_model.weighted_losses(users, candidates, teacher)[1]
+    total = sum_model.weighted_losses(users, candidates, teacher)[1]
+    cosine = F.cosine_similarity(users, teacher).mean()
+    assert total.item() == pytest.approx(16 * mean.item()) and total.item() == pytest.approx((2 - 2 * cosine).item(), rel=1e-5)
+    assert mean.item() == pytest.approx(F.mse_loss(F.normalize(users, dim=-1), F.normalize(teacher, dim=-1)).item())
+    assert sum_model.last_distill_cosine == pytest.approx(cosine.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="distill_reduction='max'"):
+        build_llmsrec(tiny_settings, distill_reduction="max")
+
+
+def test_random_llm_keeps_the_shape_and_draws_new_weights(tiny_settings):
+    _, pretrained, _ = build_llmsrec(tiny_settings)
+    _, random_a, _ = build_llmsrec(tiny_settings, llm_random_weights=True)
+    _, random_b, _ = build_llmsrec(tiny_settings, llm_random_weights=True)
+    weights = lambda model: dict(model.llm.named_parameters())  # noqa: E731
+    assert {n: p.shape for n, p in weights(random_a).items()} == {n: p.shape for n, p in weights(pretrained).items()}
+    layer = "layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(weights(random_a)[layer], weights(pretrained)[layer])
+    assert torch.equal(weights(random_a)[layer], weights(random_b)[layer])  # seeded by the run's seed

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoTokenizer
 
 from recbole_llmsrec.llm import SPECIAL_TOKENS
-from recbole_llmsrec.prompts import PromptBuilder, format_date, pack_by_tokens
+from recbole_llmsrec.prompts import ITEM_PROMPT_PREFIX, ITEM_PROMPT_SUFFIX, PromptBuilder, format_date, pack_by_tokens
 
 TITLES = ["No Title", "Red River 1", "Blue Star 2", "Night City 3", "Iron Garden 4", "Lost Ocean 5"]
 
@@ -92,3 +92,37 @@ def test_pack_by_tokens_sorts_by_length_and_respects_the_budget():
 
 def test_format_date_is_utc():
     assert format_date(0) == "1970-01-01"
+
+
+def test_prompts_are_tokenized_whole_with_the_tokenizers_defaults(tiny_llm_dir):
+    """As the authors: one string per prompt, special tokens included, so no token boundary is artificial."""
+    from tokenizers import processors
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    builder = PromptBuilder(tokenizer, TITLES)
+    prompt = builder.user_prompt([1, 2], [880000000.0, 880086400.0])
+    text = builder.user_prompt_text([1, 2], ["1997-11-20", "1997-11-21"])
+    assert prompt.token_ids == tokenizer(text)["input_ids"] and prompt.token_ids[0] == bos
+    assert prompt.token_ids[: len(builder.user_prefix_ids)] == builder.user_prefix_ids
+    (item,) = builder.item_prompts(torch.tensor([3]))
+    assert item.token_ids == tokenizer(ITEM_PROMPT_PREFIX + "Night City 3" + ITEM_PROMPT_SUFFIX)["input_ids"]
+    assert item.token_ids[: len(builder.item_prefix_ids)] == builder.item_prefix_ids
+
+
+def test_truncation_retokenizes_the_shorter_prompt(tiny_llm_dir):
+    builder = make_builder(tiny_llm_dir)
+    full = builder.user_prompt([1, 2, 3, 4, 5])
+    truncated = make_builder(tiny_llm_dir, max_prompt_tokens=len(full.token_ids) - 1).user_prompt([1, 2, 3, 4, 5])
+    assert truncated.history_items == [2, 3, 4, 5]
+    assert truncated.token_ids == builder.tokenizer(builder.user_prompt_text([2, 3, 4, 5], None))["input_ids"]
+
+
+def test_long_titles_are_cut_to_max_title_tokens(tiny_llm_dir):
+    builder = make_builder(tiny_llm_dir, max_title_tokens=2)
+    title_ids = builder.tokenizer(TITLES[1], add_special_tokens=False)["input_ids"]
+    assert len(title_ids) > 2
+    assert builder.titles[1] == builder.tokenizer.decode(title_ids[:2])

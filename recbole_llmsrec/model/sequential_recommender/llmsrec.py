@@ -43,6 +43,9 @@ def projection_mlp(in_size: int, hidden_size: int, out_size: int, activation: nn
     )
 
 
+DISTILL_REDUCTIONS = ("mean", "sum")
+
+
 def uniformity_loss(normalized: torch.Tensor) -> torch.Tensor:
     """Mean over distinct pairs of ``exp(-2 * ||x_i - x_j||^2)`` for L2-normalised rows ``[B, D]``."""
     if normalized.shape[0] < 2:
@@ -66,6 +69,10 @@ class LLMSRec(SequentialRecommender):
         self.retrieval_weight = config["retrieval_weight"]
         self.distill_weight = config["distill_weight"]
         self.uniform_weight = config["uniform_weight"]
+        self.distill_reduction = config["distill_reduction"]
+        if self.distill_reduction not in DISTILL_REDUCTIONS:
+            raise ValueError(f"distill_reduction={self.distill_reduction!r} is not one of {DISTILL_REDUCTIONS}.")
+        self.teacher_dropout = config["teacher_dropout"]
         self.llm_tokens_per_pass = resolve_tokens_per_pass(config["llm_tokens_per_pass"], config["device"])
         self.llm_prefix_cache = config["llm_prefix_cache"]
         self.llm_gradient_checkpointing = config["llm_gradient_checkpointing"]
@@ -76,7 +83,7 @@ class LLMSRec(SequentialRecommender):
         # frozen parts: kept out of the module tree so that they have no optimizer state,
         # never enter state_dict() / checkpoints, and stay in eval mode under model.train().
         teacher = load_teacher(config, dataset)
-        llm, tokenizer = load_llm(config["llm_path"], config["device"], config["llm_dtype"])
+        llm, tokenizer = load_llm(config["llm_path"], config["device"], config["llm_dtype"], config["llm_random_weights"])
         object.__setattr__(self, "teacher", teacher)
         object.__setattr__(self, "llm", llm)
         self._cache_argument = cache_argument(llm)
@@ -107,6 +114,7 @@ class LLMSRec(SequentialRecommender):
         nn.init.normal_(self.item_out_embedding, mean, std)
         self._eval_cache: dict = {"fingerprint": None, "versions": None, "items": None, "users": {}}
         self._prefix_cache: dict = {}
+        self.last_distill_cosine: float | None = None  # mean cosine(u, z) of the last training batch
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -149,12 +157,12 @@ class LLMSRec(SequentialRecommender):
     ) -> torch.Tensor:
         """LLM last hidden state at each prompt's output token, ``[len(prompts), d_llm]``.
 
-        Every prompt starts with ``prefix_ids``. Prompts run length-sorted, packed into passes
+        Prompts that all start with ``prefix_ids`` reuse its cached keys and values. Prompts run length-sorted, packed into passes
         of at most ``llm_tokens_per_pass`` padded tokens: little padding, few passes (on a GPU
         a pass costs about as much as it launches). Long evaluation passes show a progress bar.
         """
-        prefix = self._prefix_key_values(prefix_ids) if self.llm_prefix_cache else None
-        skip = len(prefix_ids) if prefix is not None else 0
+        skip = self.prompts.shared_prefix_length(prompts, prefix_ids) if self.llm_prefix_cache else 0
+        prefix = self._prefix_key_values(prefix_ids) if skip else None
         chunks = pack_by_tokens([len(p.token_ids) - skip for p in prompts], self.llm_tokens_per_pass)
         order = [i for chunk in chunks for i in chunk]
         if self.show_progress and not torch.is_grad_enabled() and len(chunks) > 1:
@@ -231,19 +239,24 @@ class LLMSRec(SequentialRecommender):
 
     # ------------------------------------------------------------------ training
     def sample_negatives(self, users: torch.Tensor, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``num_negatives`` uniform items per user, never the target nor an item the user interacted with."""
+        """``num_negatives`` distinct uniform items per user, never the target nor an item the user interacted with."""
         indptr, items = self.user_history
         users = users.cpu()
         starts, counts = indptr[users], indptr[users + 1] - indptr[users]  # [B]
-        if int(counts.max()) >= self.n_items - 1:
-            raise ValueError("A user has interacted with every item: no negative item can be sampled.")
+        if int(counts.max()) + 1 + self.num_negatives > self.n_items - 1:
+            raise ValueError(
+                f"A user has interacted with {int(counts.max())} of the {self.n_items - 1} items: "
+                f"num_negatives={self.num_negatives} distinct unseen items cannot be sampled; lower num_negatives."
+            )
         offsets = torch.arange(int(counts.max()))  # [W]
         known = items[(starts.unsqueeze(1) + offsets).clamp(max=len(items) - 1)]  # [B, W]
         known = torch.where(offsets < counts.unsqueeze(1), known, 0)
         excluded = torch.cat([known, item_seq.cpu(), targets.cpu().unsqueeze(1)], 1)  # [B, W + L + 1]
         negatives = torch.randint(1, self.n_items, (len(users), self.num_negatives))
+        earlier = torch.ones(self.num_negatives, self.num_negatives, dtype=torch.bool).tril(-1)  # [K, K]
         while True:
             clash = (negatives.unsqueeze(-1) == excluded.unsqueeze(1)).any(-1)  # [B, K]
+            clash |= ((negatives.unsqueeze(-1) == negatives.unsqueeze(1)) & earlier).any(-1)  # repeats an earlier negative
             if not clash.any():
                 return negatives.to(item_seq.device)
             negatives[clash] = torch.randint(1, self.n_items, (int(clash.sum()),))
@@ -265,7 +278,10 @@ class LLMSRec(SequentialRecommender):
         distinct_items, positions = torch.unique(candidates, return_inverse=True)
         candidate_vectors = self.encode_items(distinct_items)[positions]  # [B, 1 + K, d']
         with torch.no_grad():
+            # The authors compute the target with the teacher in train mode (its dropout on).
+            self.teacher.train(self.teacher_dropout)
             teacher_users = self.teacher(item_seq, item_seq_len)  # [B, d_cf]
+            self.teacher.eval()
         cf_user_vectors = self.cf_user_head(teacher_users)  # [B, d']
         return self.weighted_losses(user_vectors, candidate_vectors, cf_user_vectors)
 
@@ -277,7 +293,12 @@ class LLMSRec(SequentialRecommender):
         retrieval = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
         user_normalized = F.normalize(user_vectors, dim=-1)
         cf_normalized = F.normalize(cf_user_vectors, dim=-1)
-        distill = F.mse_loss(user_normalized, cf_normalized)
+        # "mean" is the authors' MSE over every element (2 - 2 cos, divided by d'); "sum" adds
+        # over the d' elements: 2 - 2 cos per user, d' times the gradient.
+        distill = F.mse_loss(user_normalized, cf_normalized, reduction="none").sum(-1).mean()
+        if self.distill_reduction == "mean":
+            distill = distill / user_normalized.shape[1]
+        self.last_distill_cosine = (user_normalized * cf_normalized).sum(-1).mean().item()
         uniform = uniformity_loss(user_normalized) + uniformity_loss(cf_normalized)
         return (
             self.retrieval_weight * retrieval,

@@ -1,0 +1,305 @@
+"""Reports of a comparison: markdown tables, bar charts and learning curves from stored results.
+
+:mod:`recbole_llmsrec.compare` runs the models and stores one JSON result per model and
+seed; this module only reads those results and draws them:
+
+- ``<profile>.md`` / ``.png``: the comparison table and chart (test metrics, times);
+- ``<profile>.<probe>.md`` / ``.png``: one table and chart per probe;
+- ``<profile>.curves.png``: validation metric against optimizer steps for every model that
+  records a learning curve (LLMSRec), with its teacher and Pop as horizontal lines, and
+  its loss terms and teacher cosine below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recbole_llmsrec.quick_start import COMPARISON_METRICS, COMPARISON_MODES
+
+BREAKDOWN_GROUPS = ("warm", "cold", "transition", "non-transition")
+BREAKDOWN_METRICS = ("ndcg@10", "hit@10")
+METRIC_NAMES = {"ndcg": "NDCG", "hit": "Hit"}
+
+
+# ---------------------------------------------------------------------- tables
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header and how to format a value (``metric``, ``seconds``, ``percent``)."""
+
+    name: str
+    kind: str = "metric"
+
+
+FORMATS = {"metric": "{:.4f}", "seconds": "{:.1f}", "percent": "{:+.1f}"}
+Cell = tuple[float, float | None]  # mean, std over seeds (None for a single seed)
+MISSING = "—"
+
+
+def summarize(values: list[float | None]) -> Cell | None:
+    """Mean and sample std over seeds (std None for one seed); None without any value."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def format_cell(cell: Cell | None, kind: str) -> str:
+    if cell is None:
+        return MISSING
+    mean, std = cell
+    text = FORMATS[kind].format(mean)
+    return text if std is None else f"{text} ± {FORMATS[kind].format(std).lstrip('+')}"
+
+
+def format_table(columns: list[Column], rows: dict[str, dict[str, Cell | None]]) -> str:
+    """A markdown table: one row per label, one column per :class:`Column`."""
+    lines = ["| model | " + " | ".join(c.name for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, cells in rows.items():
+        lines.append(f"| {label} | " + " | ".join(format_cell(cells.get(c.name), c.kind) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def parse_table(text: str) -> tuple[list[str], dict[str, dict[str, Cell | None]]]:
+    """Column names and rows of the first markdown table in ``text`` (inverse of :func:`format_table`)."""
+    table = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    if len(table) < 2:
+        raise ValueError("No markdown table found.")
+    split = lambda line: [cell.strip() for cell in line.strip("|").split("|")]  # noqa: E731
+    columns = split(table[0])[1:]
+    rows: dict[str, dict[str, Cell | None]] = {}
+    for line in table[2:]:
+        label, *cells = split(line)
+        if len(cells) != len(columns):
+            raise ValueError(f"Row {label!r} has {len(cells)} cells for {len(columns)} columns.")
+        rows[label] = {}
+        for name, cell in zip(columns, cells):
+            if cell == MISSING:
+                rows[label][name] = None
+                continue
+            mean, _, std = cell.partition("±")
+            rows[label][name] = (float(mean), float(std) if std.strip() else None)
+    return columns, rows
+
+
+def write_table(path: Path, title: str, notes: str, columns: list[Column], rows: dict[str, dict[str, Cell | None]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {title}\n\n{notes.strip()}\n\n{format_table(columns, rows)}\n")
+
+
+def bar_chart(path: Path, title: str, ylabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]) -> None:
+    """Grouped bars: one group per row label, one bar per column, seed std as error bars."""
+    plt = _pyplot()
+    labels = list(rows)
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 4), 4.2))
+    for index, column in enumerate(columns):
+        cells = [rows[label].get(column) for label in labels]
+        means = [cell[0] if cell else np.nan for cell in cells]
+        errors = [cell[1] or 0.0 if cell else 0.0 for cell in cells]
+        positions = np.arange(len(labels)) + (index - (len(columns) - 1) / 2) * width
+        ax.bar(positions, means, width, yerr=errors if any(errors) else None, label=column, capsize=2)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def metric_columns(prefix: str = "", kind: str = "metric", modes=COMPARISON_MODES) -> list[Column]:
+    """``NDCG@10 full`` ... ``Hit@20 uni100`` columns (metric names as RecBole prints them)."""
+    return [Column(f"{prefix}{metric_title(m)} {mode}", kind) for mode in modes for m in COMPARISON_METRICS]
+
+
+def metric_title(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    return f"{METRIC_NAMES.get(name, name)}@{k}"
+
+
+def relative_change(new: float, old: float) -> float | None:
+    return None if old == 0 else 100.0 * (new - old) / old
+
+
+# ---------------------------------------------------------------------- reports
+def _rows(results: dict[str, list[dict]], cell_values) -> dict[str, dict[str, Cell | None]]:
+    """Rows of a table: ``cell_values(result) -> {column: value}`` per seed, summarized over seeds."""
+    rows = {}
+    for label, per_seed in results.items():
+        values = [cell_values(result) for result in per_seed]
+        values = [v for v in values if v is not None]
+        if values:
+            names = dict.fromkeys(name for v in values for name in v)
+            rows[label] = {name: summarize([v.get(name) for v in values]) for name in names}
+    return rows
+
+
+def _test_cells(metrics: dict[str, dict], prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}{metric_title(m)} {mode}": metrics[f"test {mode}"][m]
+        for mode in COMPARISON_MODES for m in COMPARISON_METRICS if m in metrics.get(f"test {mode}", {})
+    }
+
+
+def write_reports(
+    folder: Path, profile: str, results: dict[str, list[dict]], seeds: int, valid_metric: str = "ndcg@10"
+) -> list[Path]:
+    """Write the comparison and probe tables, charts and learning curves from per-seed results; return the paths."""
+    seed_note = f"Mean over {seeds} seeds ± sample std." if seeds > 1 else "One seed."
+    written = []
+    columns = metric_columns() + [Column("train s", "seconds"), Column("eval s", "seconds")]
+
+    def comparison_cells(result):
+        return {**_test_cells(result["metrics"]), "train s": result["train_seconds"], "eval s": result["eval_seconds"]}
+
+    rows = _rows(results, comparison_cells)
+    teachers = {label: per_seed for label, per_seed in results.items() if "teacher" in per_seed[0]}
+    checkpoints = {r.get("checkpoint") for per_seed in results.values() for r in per_seed} - {None}
+    if teachers and next(iter(teachers.values()))[0]["teacher"].get("checkpoint") not in checkpoints:
+        first_label = next(iter(teachers))
+        teacher_label = f"{teachers[first_label][0]['teacher']['model']} (teacher of {first_label})"
+        rows.update(_rows({teacher_label: teachers[first_label]}, lambda r: {
+            **_test_cells(r["teacher"]["metrics"]), "train s": r["teacher"]["train_seconds"]}))
+    notes = (f"Test set; full = ranking all items, uni100 = target among 99 sampled negatives (same for every model). "
+             f"{seed_note} train s = wall time of fitting (per-epoch validation included); eval s = one test pass "
+             "in full ranking (LLMSRec: item vectors already cached by the last validation). Same filtering, "
+             "split, seed and metrics for every row; a plain row of LLMSRec's teacher model (e.g. SASRec) is that "
+             "teacher itself (same checkpoint), else a teacher row is added.")
+    path = folder / f"{profile}.md"
+    write_table(path, f"Comparison: {folder.name}, profile {profile}", notes, columns, rows)
+    bar_chart(path.with_suffix(".png"), f"{folder.name} / {profile}", "test score",
+              ["NDCG@10 full", "NDCG@10 uni100", "Hit@10 full", "Hit@10 uni100"], rows)
+    written += [path, path.with_suffix(".png")]
+
+    for probe in ("shuffle", "train_shuffle"):
+        def change_cells(result, probe=probe):
+            stored = result["probes"].get(probe)
+            if stored is None:
+                return None
+            cells = _test_cells(stored["metrics"])
+            base = _test_cells(result["metrics"])
+            cells.update({f"Δ% {name}": relative_change(cells[name], base[name]) for name in cells})
+            return cells
+
+        rows = _rows(results, change_cells)
+        if not rows:
+            continue
+        what = ("evaluated with each user's test history randomly permuted (seeded; LLMSRec: its "
+                "history_length latest items, titles, [HistoryEmb] vectors and dates moved together)"
+                if probe == "shuffle" else
+                "trained on randomly permuted training histories, evaluated on the original test histories "
+                "(LLMSRec keeps its teacher trained on the original order)")
+        notes = f"Test scores of models {what}; Δ% = relative change against the same model in the comparison. {seed_note}"
+        columns = metric_columns() + metric_columns("Δ% ", "percent")
+        path = folder / f"{profile}.{probe}.md"
+        write_table(path, f"{probe.replace('_', '-')} probe: {folder.name}, profile {profile}", notes, columns, rows)
+        bar_chart(path.with_suffix(".png"), f"{probe}: relative change (%)", "Δ% vs original",
+                  ["Δ% NDCG@10 full", "Δ% NDCG@10 uni100", "Δ% Hit@10 full", "Δ% Hit@10 uni100"], rows)
+        written += [path, path.with_suffix(".png")]
+
+    rows = _rows(results, lambda r: None if not r["probes"].get("similarity") else {
+        "cosine": r["probes"]["similarity"]["mean"], "std over users": r["probes"]["similarity"]["std"]})
+    if rows:
+        path = folder / f"{profile}.similarity.md"
+        notes = ("Mean cosine similarity between each test user's vector from the original and from the shuffled "
+                 f"history (the inference-shuffle permutation), and its std over users. {seed_note}")
+        write_table(path, f"Representation similarity: {folder.name}, profile {profile}", notes,
+                    [Column("cosine"), Column("std over users")], rows)
+        bar_chart(path.with_suffix(".png"), "cosine(original, shuffled) user vector", "mean cosine", ["cosine"], rows)
+        written += [path, path.with_suffix(".png")]
+
+    def breakdown_cells(result):
+        stored = result["probes"].get("breakdown")
+        if stored is None:
+            return None
+        return {f"{metric_title(m)} {mode} {group}": stored[mode][group][m]
+                for mode in COMPARISON_MODES for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS}
+
+    rows = _rows(results, breakdown_cells)
+    if rows:
+        first = next(r for per_seed in results.values() for r in per_seed if r["probes"].get("breakdown"))
+        sizes = ", ".join(f"{g}: {first['probes']['breakdown']['full'][g]['users']}" for g in BREAKDOWN_GROUPS)
+        notes = ("Test scores per group: warm/cold = users whose target item is in the top/bottom 35% of items "
+                 "by training popularity; transition/non-transition = top/bottom half of users by the share of "
+                 "their consecutive training pairs that another user's training sequence also holds. "
+                 f"Users per group: {sizes}. {seed_note}")
+        columns = [Column(f"{metric_title(m)} {mode} {group}") for mode in COMPARISON_MODES
+                   for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS]
+        path = folder / f"{profile}.breakdown.md"
+        write_table(path, f"Breakdowns: {folder.name}, profile {profile}", notes, columns, rows)
+        bar_chart(path.with_suffix(".png"), "NDCG@10 (uni100) per group", "test NDCG@10",
+                  [f"NDCG@10 uni100 {group}" for group in BREAKDOWN_GROUPS], rows)
+        written += [path, path.with_suffix(".png")]
+    path = folder / f"{profile}.curves.png"
+    if curve_chart(path, f"Learning curves: {folder.name}, profile {profile}", results, valid_metric):
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------- learning curves
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curve_chart(path: Path, title: str, results: dict[str, list[dict]], valid_metric: str) -> bool:
+    """Learning curves of every result with a ``curve``: the validation metric against optimizer
+    steps (one line per seed), each teacher's and Pop's validation score as horizontal lines;
+    below, the loss terms and cos(u, teacher) per validation. Returns whether anything was drawn."""
+    curved = {label: [r for r in per_seed if r.get("curve")] for label, per_seed in results.items()}
+    curved = {label: per_seed for label, per_seed in curved.items() if per_seed}
+    if not curved:
+        return False
+    plt = _pyplot()
+    fig, (top, losses, cosine) = plt.subplots(3, 1, figsize=(8.5, 10), sharex=True, height_ratios=[3, 2, 1.3])
+    setting = f"valid {next(iter(curved.values()))[0]['curve'][0].get('mode', 'full')}"
+    references = {}
+    for label, per_seed in curved.items():
+        for result in per_seed:
+            teacher = result.get("teacher", {}).get("metrics", {}).get(setting, {})
+            if valid_metric in teacher:
+                references.setdefault(f"{result['teacher']['model']} (teacher)", []).append(teacher[valid_metric])
+    for label, per_seed in results.items():
+        if per_seed and per_seed[0].get("model") == "Pop":
+            references["Pop"] = [r["metrics"][setting][valid_metric] for r in per_seed if setting in r.get("metrics", {})]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, per_seed) in enumerate(curved.items()):
+        color = colors[index % len(colors)]
+        for seed_index, result in enumerate(per_seed):
+            steps = [point["step"] for point in result["curve"]]
+            name = label if seed_index == 0 else None
+            top.plot(steps, [point["valid"][valid_metric] for point in result["curve"]], marker="o", markersize=3,
+                     color=color, label=name)
+            for term, style in zip(("retrieval", "distillation", "uniformity"), ("-", "--", ":")):
+                values = [point["losses"].get(term) for point in result["curve"]]
+                if any(v is not None for v in values):
+                    losses.plot(steps, values, linestyle=style, color=color,
+                                label=f"{label}: {term}" if seed_index == 0 else None)
+            cosines = [point.get("distill_cosine") for point in result["curve"]]
+            if any(c is not None for c in cosines):
+                cosine.plot(steps, cosines, color=color, marker=".", label=name)
+    for index, (name, values) in enumerate(references.items()):
+        if values:
+            top.axhline(float(np.mean(values)), color="black", linestyle=("--", ":")[index % 2], linewidth=1,
+                        label=f"{name}: {np.mean(values):.4f}")
+    top.set_ylabel(f"{metric_title(valid_metric)} ({setting})")
+    top.set_title(title)
+    top.legend(fontsize="small")
+    losses.set_ylabel("mean loss per batch")
+    losses.set_yscale("log")
+    losses.legend(fontsize="x-small", ncol=2)
+    cosine.set_ylabel("cos(u, teacher)")
+    cosine.set_xlabel("optimizer steps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

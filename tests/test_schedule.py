@@ -1,0 +1,163 @@
+"""The authors' training schedule: validations within an epoch, LR decay, early stopping, learning curves."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+import torch
+import yaml
+
+from recbole_llmsrec import compare, reports
+from recbole_llmsrec.data_preparation import sampled_prefixes_per_user, validation_subset
+from recbole_llmsrec.trainer import LLMSRecTrainer, validation_rounds
+
+from helpers import build_llmsrec, write_chain_dataset
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("batches, per_epoch, expected", [
+    (47, 10, [4, 5, 5, 4, 5, 5, 4, 5, 5, 5]),
+    (10, 2, [5, 5]),
+    (3, 10, [1, 1, 1]),  # never an empty round: at most one validation per batch
+    (7, 1, [7]),
+])
+def test_validation_rounds_split_an_epoch_evenly(batches, per_epoch, expected):
+    rounds = validation_rounds(batches, per_epoch)
+    assert rounds == expected and sum(rounds) == batches
+
+
+def test_validations_lr_decay_and_curve_follow_the_schedule(tiny_settings):
+    config, model, (train_data, valid_data, _) = build_llmsrec(
+        tiny_settings, epochs=2, validations_per_epoch=3, lr_decay_per_validation=0.5, stopping_step=100,
+        learning_rate=0.01,
+    )
+    trainer = LLMSRecTrainer(config, model)
+    trainer.fit(train_data, valid_data, saved=False)
+    rounds = validation_rounds(len(train_data), 3)
+    assert len(trainer.curve) == 2 * len(rounds)
+    steps, epochs, done = [], [], 0
+    for epoch in range(2):
+        for k in range(len(rounds)):
+            done += rounds[k]
+            steps.append(done)
+            epochs.append(epoch + sum(rounds[: k + 1]) / sum(rounds))
+    assert [point["step"] for point in trainer.curve] == steps
+    assert [point["epoch"] for point in trainer.curve] == pytest.approx(epochs)
+    # the LR used before the k-th validation is lr x 0.5^(k-1); after the last one it is lr x 0.5^6
+    assert [point["lr"] for point in trainer.curve] == pytest.approx([0.01 * 0.5**k for k in range(6)])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**6)
+    for point in trainer.curve:
+        assert set(point["losses"]) == {"retrieval", "distillation", "uniformity"}
+        assert all(value > 0 for value in point["losses"].values())
+        assert -1.0 <= point["distill_cosine"] <= 1.0
+        assert point["valid_score"] == point["valid"]["ndcg@10"]
+
+
+def test_early_stopping_counts_validations_and_best_weights_come_back(tiny_settings, tmp_path):
+    config, model, (train_data, valid_data, _) = build_llmsrec(
+        tiny_settings, epochs=3, validations_per_epoch=2, stopping_step=3, learning_rate=0.01,
+        checkpoint_dir=str(tmp_path),
+    )
+    trainer = LLMSRecTrainer(config, model)
+    scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.9])  # best at the 2nd, then 3 without improvement: stop at the 5th
+    snapshots = []
+    real_valid_epoch = trainer._valid_epoch
+
+    def scripted_valid_epoch(valid_data, show_progress=False):
+        _, result = real_valid_epoch(valid_data, show_progress)
+        snapshots.append(trainable_state(model))
+        return next(scores), result
+
+    trainer._valid_epoch = scripted_valid_epoch
+    best_score, _ = trainer.fit(train_data, valid_data, saved=True)
+    assert len(trainer.curve) == 5 and best_score == 0.5
+    assert any(not torch.equal(snapshots[1][name], snapshots[-1][name]) for name in snapshots[1])
+    trainer.evaluate(valid_data, load_best_model=True)
+    restored = trainable_state(model)
+    assert all(torch.equal(restored[name], snapshots[1][name]) for name in restored)
+
+
+def test_validation_subset_is_fixed_by_the_seed(tiny_settings):
+    _, _, (_, valid_data, _) = build_llmsrec(tiny_settings)
+    full = valid_data._dataset
+    users = lambda split: sorted(split.inter_feat["user_id"].tolist())  # noqa: E731
+    first, again, other = (validation_subset(full, 7, seed) for seed in (1, 1, 2))
+    assert len(users(first)) == 7 and users(first) == users(again) and users(first) != users(other)
+    assert set(users(first)) <= set(users(full))
+    assert validation_subset(full, None, 1) is full and validation_subset(full, 10**6, 1) is full
+    with pytest.raises(ValueError, match="valid_users=0"):
+        validation_subset(full, 0, 1)
+    config, _, (_, subset_loader, _) = build_llmsrec(tiny_settings, valid_users=7)
+    assert len(subset_loader._dataset.inter_feat) == 7
+
+
+def test_sampled_prefixes_keep_the_last_and_draw_the_rest_once(tiny_settings):
+    _, _, (train_data, _, _) = build_llmsrec(tiny_settings, train_samples="all")
+    every_prefix = train_data._dataset
+    inter = every_prefix.inter_feat
+    lengths = dict(zip(*torch.unique(inter["user_id"], return_counts=True)))
+    sampled = sampled_prefixes_per_user(every_prefix, 3, seed=5).inter_feat
+    again = sampled_prefixes_per_user(every_prefix, 3, seed=5).inter_feat
+    assert torch.equal(sampled["item_id"], again["item_id"]) and torch.equal(sampled["user_id"], again["user_id"])
+    for user, count in lengths.items():
+        rows = sampled["item_length"][sampled["user_id"] == user]
+        assert len(rows) == min(3, int(count))
+        assert int(rows.max()) == int(inter["item_length"][inter["user_id"] == user].max())  # the last prefix
+    _, _, (loader, _, _) = build_llmsrec(tiny_settings, train_samples=3)
+    assert len(loader._dataset.inter_feat) == len(sampled)
+    with pytest.raises(ValueError, match="train_samples='some'"):
+        build_llmsrec(tiny_settings, train_samples="some")
+
+
+def test_comparison_stores_curves_logs_them_and_its_sasrec_row_is_the_teacher(tiny_settings, tmp_path, caplog):
+    profile = tmp_path / "tiny-llm.yaml"
+    profile.write_text(yaml.safe_dump({
+        **tiny_settings, "dataset": "tiny", "checkpoint_dir": str(tmp_path / "saved"), "state": "INFO",
+        "validations_per_epoch": 2, "epochs": 2,
+    }))
+    with caplog.at_level(logging.INFO):
+        outcome = compare.run_comparison("LLMSRec,SASRec,Pop", config_files=[str(profile)], probe_names="shuffle",
+                                         results_dir=tmp_path / "results")
+    llm, sasrec = outcome["results"]["LLMSRec"][0], outcome["results"]["SASRec"][0]
+    # one SASRec: the row is LLMSRec's teacher, same checkpoint, same scores
+    assert sasrec["checkpoint"] == llm["teacher"]["checkpoint"]
+    assert sasrec["metrics"] == llm["teacher"]["metrics"]
+    assert sasrec["probes"]["shuffle"]["window"] is None
+    folder = tmp_path / "results" / "tiny"
+    _, rows = reports.parse_table((folder / "tiny-llm.md").read_text())
+    assert list(rows) == ["LLMSRec", "SASRec", "Pop"]  # no separate teacher row
+    # the curve of the stored result is the one the trainer logged, validation by validation
+    logged = [record.getMessage() for record in caplog.records if "mean loss per batch" in record.getMessage()]
+    assert len(logged) == len(llm["curve"]) == 4  # 2 epochs x 2 validations
+    for message, point in zip(logged, llm["curve"]):
+        values = dict(re.findall(r"(retrieval|distillation|uniformity|cos\(u, teacher\)): ([0-9.e+-]+)", message))
+        for term in ("retrieval", "distillation", "uniformity"):
+            assert float(values[term]) == pytest.approx(point["losses"][term], abs=5e-5)
+        assert float(values["cos(u, teacher)"]) == pytest.approx(point["distill_cosine"], abs=5e-5)
+    assert (folder / "tiny-llm.curves.png").stat().st_size > 0
+
+
+def test_llmsrec_beats_pop_on_an_order_determined_dataset(tiny_llm_dir, tmp_path):
+    """Each next item is a function of the previous one: a few dozen steps must clearly beat popularity."""
+    write_chain_dataset(tmp_path / "data", n_items=60, n_users=150, titles=True)
+    profile = tmp_path / "chain-llm.yaml"
+    profile.write_text(yaml.safe_dump({
+        "data_path": str(tmp_path / "data"), "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False,
+        "state": "ERROR", "seed": 2020, "dataset": "chain", "MAX_ITEM_LIST_LENGTH": 10, "prompt_dates": False,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
+        "llm_path": str(tiny_llm_dir), "history_length": 4, "head_hidden_size": 64, "projection_size": 32,
+        "llm_tokens_per_pass": 512, "train_batch_size": 10, "epochs": 3, "validations_per_epoch": 2,
+        "learning_rate": 1e-3,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni100"},
+        "teacher_config": {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "epochs": 30, "learning_rate": 0.01,
+                           "train_batch_size": 64},
+    }))
+    outcome = compare.run_comparison("LLMSRec,Pop", config_files=[str(profile)], results_dir=tmp_path / "results")
+    llm, pop = outcome["results"]["LLMSRec"][0], outcome["results"]["Pop"][0]
+    assert llm["curve"][-1]["step"] == 45  # 3 epochs of 15 batches
+    assert llm["metrics"]["test uni100"]["ndcg@10"] > 2 * pop["metrics"]["test uni100"]["ndcg@10"]
