@@ -44,6 +44,7 @@ from recbole_llmsrec.quick_start import (
 from recbole_llmsrec.teacher import SHARED_KEYS, teacher_config, train_teacher
 from recbole_llmsrec.trainer import TeacherTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
+from recbole_llmsrec.validation import check_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def run_model(
     if llm_config is not None:
         teacher = _fit_teacher(config, splits, valid_data, test_data)
     elif config["model"] in LLM_MODELS:
+        check_inputs(config, splits[0])  # before minutes of teacher training
         teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(teacher_path)
     missing = [name for name in probe_names if name not in (stored or {}).get("probes", {})]

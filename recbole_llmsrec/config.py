@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from recbole.config import Config as RecBoleConfig
@@ -10,6 +11,8 @@ from recbole.utils import ModelType
 
 from recbole_llmsrec.utils import get_model, properties_dir
 
+
+EVAL_MODE = re.compile(r"full|labeled|(uni|pop)[1-9][0-9]*")
 
 # Dict-valued settings merged key by key across YAML defaults, files, config_dict and command
 # line, so that `teacher_config: {epochs: 5}` changes one teacher setting and keeps the rest.
@@ -61,6 +64,15 @@ class Config(RecBoleConfig):
             if os.path.isfile(plugin_file):
                 self._update_internal_config_dict(str(plugin_file))
 
+
+    def _set_eval_neg_sample_args(self, phase: str) -> None:
+        mode = self.final_config_dict["eval_args"]["mode"][phase]
+        if not isinstance(mode, str) or not EVAL_MODE.fullmatch(mode):
+            raise ValueError(
+                f"eval_args.mode={mode!r} ({phase}) is not a RecBole evaluation mode: use full, uni<N> "
+                "(e.g. uni100, the paper's 1 target + 99 uniform negatives), pop<N> or labeled."
+            )
+        super()._set_eval_neg_sample_args(phase)
 
     def _get_final_config_dict(self) -> dict[str, Any]:
         final = super()._get_final_config_dict()

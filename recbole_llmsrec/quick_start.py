@@ -20,6 +20,7 @@ from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
 from recbole_llmsrec.teacher import teacher_config, train_teacher
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
+from recbole_llmsrec.validation import check_inputs
 
 LLM_MODELS = ("LLMSRec",)
 COMPARISON_MODES = ("full", "uni100")
@@ -96,6 +97,8 @@ def run_recbole_llmsrec(
         model_dataset = splits[0]  # the whole training split, even when training on one sample per user
 
     extra: dict[str, Any] = {}
+    if config["model"] in LLM_MODELS:
+        check_inputs(config, model_dataset)  # before minutes of teacher training
     if config["model"] in LLM_MODELS and not config["teacher_checkpoint"]:
         teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(teacher_path)

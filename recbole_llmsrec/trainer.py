@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from functools import partial
 from time import time
 from typing import Iterator
@@ -54,7 +55,8 @@ class SafetensorsCheckpointTrainer(Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.saved_model_file = os.path.splitext(self.saved_model_file)[0] + ".safetensors"
+        # RecBole names checkpoints by the second: two runs started together would share one.
+        self.saved_model_file = f"{os.path.splitext(self.saved_model_file)[0]}-{uuid.uuid4().hex[:8]}.safetensors"
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
@@ -156,7 +158,15 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         # RecBole's loop runs one "epoch" per validation round: epochs x rounds per epoch.
         self._rounds = validation_rounds(len(train_data), self.validations_per_epoch)
         self.epochs = self.config["epochs"] * len(self._rounds)
+        self.optimizer_steps = sum(self._rounds[done % len(self._rounds)] for done in range(self.start_epoch))
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def resume_checkpoint(self, resume_file):
+        super().resume_checkpoint(resume_file)
+        # Every finished round ended with a validation and one LR decay.
+        self.scheduler.last_epoch = self.start_epoch
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * self.config["lr_decay_per_validation"] ** self.start_epoch
 
     def epoch_of_round(self, round_idx: int) -> float:
         """Training epochs completed at the end of validation round ``round_idx`` (0-based)."""

@@ -19,7 +19,7 @@ from recbole_llmsrec.quick_start import mode_config
 from recbole_llmsrec.utils import get_model, get_trainer
 from run_recbole_llmsrec import strip_own_flags
 
-from helpers import write_chain_dataset
+from recbole_llmsrec.data.synthetic import write_chain_dataset
 
 DATA_DIR = Path(__file__).parent / "data"
 BASE = {"data_path": str(DATA_DIR), "show_progress": False, "state": "ERROR", "seed": 2020,

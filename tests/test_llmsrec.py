@@ -12,6 +12,7 @@ from safetensors import safe_open
 from recbole_llmsrec.checkpoint import load_checkpoint, save_checkpoint
 from recbole_llmsrec.llm import resolve_tokens_per_pass
 from recbole_llmsrec.model.sequential_recommender.llmsrec import uniformity_loss
+from recbole_llmsrec.trainer import LLMSRecTrainer
 
 from helpers import build_llmsrec
 
@@ -300,3 +301,10 @@ def test_random_llm_keeps_the_shape_and_draws_new_weights(tiny_settings):
     layer = "layers.0.self_attn.q_proj.weight"
     assert not torch.equal(weights(random_a)[layer], weights(pretrained)[layer])
     assert torch.equal(weights(random_a)[layer], weights(random_b)[layer])  # seeded by the run's seed
+
+
+def test_two_trainers_started_together_never_share_a_checkpoint_file(tiny_settings, tmp_path):
+    config, model, _ = build_llmsrec(tiny_settings, checkpoint_dir=str(tmp_path))
+    first, second = LLMSRecTrainer(config, model), LLMSRecTrainer(config, model)
+    assert first.saved_model_file != second.saved_model_file
+    assert first.saved_model_file.endswith(".safetensors") and first.saved_model_file.startswith(str(tmp_path))

@@ -13,7 +13,9 @@ from recbole_llmsrec import compare, reports
 from recbole_llmsrec.data_preparation import sampled_prefixes_per_user, validation_subset
 from recbole_llmsrec.trainer import LLMSRecTrainer, validation_rounds
 
-from helpers import build_llmsrec, write_chain_dataset
+from recbole_llmsrec.data.synthetic import write_chain_dataset
+
+from helpers import build_llmsrec
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -161,3 +163,23 @@ def test_llmsrec_beats_pop_on_an_order_determined_dataset(tiny_llm_dir, tmp_path
     llm, pop = outcome["results"]["LLMSRec"][0], outcome["results"]["Pop"][0]
     assert llm["curve"][-1]["step"] == 45  # 3 epochs of 15 batches
     assert llm["metrics"]["test uni100"]["ndcg@10"] > 2 * pop["metrics"]["test uni100"]["ndcg@10"]
+
+
+def test_resuming_continues_the_lr_schedule_and_step_count(tiny_settings, tmp_path):
+    config, model, (train_data, valid_data, _) = build_llmsrec(
+        tiny_settings, epochs=1, validations_per_epoch=2, lr_decay_per_validation=0.5, learning_rate=0.01,
+        stopping_step=100, checkpoint_dir=str(tmp_path),
+    )
+    trainer = LLMSRecTrainer(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    config["epochs"] = 2
+    resumed = LLMSRecTrainer(config, model)
+    resumed.resume_checkpoint(trainer.saved_model_file)
+    resumed.fit(train_data, valid_data, saved=True)
+    # the checkpoint is the best validation's: training resumes from the round after it
+    done = resumed.start_epoch
+    rounds = validation_rounds(len(train_data), 2) * 2
+    assert 1 <= done <= 2 and len(resumed.curve) == 4 - done
+    assert [point["lr"] for point in resumed.curve] == pytest.approx([0.01 * 0.5**k for k in range(done, 4)])
+    assert [point["step"] for point in resumed.curve] == [sum(rounds[: k + 1]) for k in range(done, 4)]
+

@@ -34,6 +34,7 @@ from transformers import DynamicCache
 from recbole_llmsrec.llm import cache_argument, load_llm, resolve_tokens_per_pass
 from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles, pack_by_tokens
 from recbole_llmsrec.teacher import load_teacher
+from recbole_llmsrec.validation import check_settings, timestamps_are_unix_seconds
 
 
 def projection_mlp(in_size: int, hidden_size: int, out_size: int, activation: nn.Module) -> nn.Sequential:
@@ -60,6 +61,7 @@ class LLMSRec(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        check_settings(config)
 
         # load parameters info
         self.history_length = config["history_length"]
@@ -78,7 +80,9 @@ class LLMSRec(SequentialRecommender):
         self.llm_gradient_checkpointing = config["llm_gradient_checkpointing"]
         self.show_progress = config["show_progress"]
         time_list_field = f"{config['TIME_FIELD']}{config['LIST_SUFFIX']}"
-        self.time_list_field = time_list_field if config["prompt_dates"] and config["TIME_FIELD"] else None
+        # Dates only from unix seconds: other time fields (positions, milliseconds) are left out.
+        dated = config["prompt_dates"] and timestamps_are_unix_seconds(dataset)
+        self.time_list_field = time_list_field if dated else None
 
         # frozen parts: kept out of the module tree so that they have no optimizer state,
         # never enter state_dict() / checkpoints, and stay in eval mode under model.train().

@@ -1,0 +1,63 @@
+"""Checks of an LLMSRec run's settings and data, made before any teacher or LLM training starts.
+
+Each problem is refused with a message that names the key (or field) and the fix, instead of
+a traceback minutes into a run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from recbole_llmsrec.prompts import item_titles
+
+logger = logging.getLogger(__name__)
+
+# Unix seconds between 1973 and 2286: a time field outside this range is not a date.
+UNIX_SECONDS = (1e8, 1e10)
+
+
+def _positive_int(config, key: str) -> None:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}={value!r} must be a positive integer.")
+
+
+def check_settings(config) -> None:
+    """Refuse LLMSRec settings that cannot work.
+
+    Raises:
+        ValueError: naming the key, the value and what is allowed.
+    """
+    for key in ("history_length", "num_negatives", "validations_per_epoch", "max_prompt_tokens", "max_title_tokens"):
+        _positive_int(config, key)
+    decay = config["lr_decay_per_validation"]
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise ValueError(f"lr_decay_per_validation={decay!r} must be in (0, 1] (1 keeps the learning rate).")
+
+
+def timestamps_are_unix_seconds(dataset) -> bool:
+    """Whether the dataset's time field reads as unix seconds (between 1973 and 2286), so prompts can show dates."""
+    field = dataset.time_field
+    if field is None or field not in dataset.inter_feat.columns:
+        return False
+    times = dataset.inter_feat[field].numpy()
+    return bool(len(times)) and bool(np.all((times >= UNIX_SECONDS[0]) & (times < UNIX_SECONDS[1])))
+
+
+def check_inputs(config, dataset) -> None:
+    """Refuse settings and data LLMSRec cannot work with, and warn when dates will be left out.
+
+    Raises:
+        ValueError: a setting out of range (:func:`check_settings`), or ``item_text_field``
+            not a loaded item field (from :func:`item_titles`).
+    """
+    check_settings(config)
+    item_titles(dataset, config["item_text_field"])
+    if config["prompt_dates"] and not timestamps_are_unix_seconds(dataset):
+        logger.warning(
+            "The time field %r does not hold unix seconds (1973-2286): prompts leave dates out. Convert the "
+            "timestamps to seconds (e.g. from milliseconds), or set prompt_dates: False to silence this.",
+            dataset.time_field,
+        )
