@@ -81,6 +81,10 @@ class SafetensorsCheckpointTrainer(Trainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 
+class TrainingDiverged(RuntimeError):
+    """Training cannot produce a usable model any more (non-finite loss, exploded weights, collapsed catalogue)."""
+
+
 class EpochSlice:
     """The next ``size`` batches of a RecBole train dataloader, continuing one pass over it.
 
@@ -120,12 +124,16 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
       weights restored for test (RecBole's own ``fit`` and ``evaluate``);
     - per validation: each loss term, the mean cosine between the LLM user vector and the
       projected teacher vector, the learning rate and the validation result, logged, written
-      to TensorBoard and kept in :attr:`curve`.
+      to TensorBoard and kept in :attr:`curve`;
+    - :class:`TrainingDiverged` at a non-finite loss term, an exploded weight or a collapsed
+      catalogue, naming the step and what to change.
 
     Only the trainable tensors reach checkpoints; Adam takes the paper's betas.
     """
 
     LOSS_NAMES = ("retrieval", "distillation", "uniformity")
+    MAX_WEIGHT = 1e4  # trained MLP weights stay far below 1; beyond this training has diverged
+    MIN_CATALOGUE_SPREAD = 1e-4
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -184,12 +192,14 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
 
         def recorded_loss(interaction):
             losses = (loss_func or self.model.calculate_loss)(interaction)
+            self._check_finite(losses, self.optimizer_steps + len(cosines) + 1)
             cosines.append(self.model.last_distill_cosine)
             return losses
 
         round_slice = EpochSlice(train_data, self._rounds[within], self._batches)
         total = super()._train_epoch(round_slice, epoch_idx, loss_func=recorded_loss, show_progress=show_progress)
         self.optimizer_steps += len(round_slice)
+        self._check_weights()
         totals = total if isinstance(total, tuple) else (total,)
         self._round_stats = {
             "losses": {name: value / len(round_slice) for name, value in zip(self.LOSS_NAMES, totals)},
@@ -200,6 +210,37 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         if self._round_stats["distill_cosine"] is not None:
             self.tensorboard.add_scalar("Train/distill_cosine", self._round_stats["distill_cosine"], self.optimizer_steps)
         return total
+
+    # ------------------------------------------------------------------ training health
+    def _check_finite(self, losses, step: int) -> None:
+        """Stop at the first non-finite loss term, naming the step and the term."""
+        for name, value in zip(self.LOSS_NAMES, losses if isinstance(losses, tuple) else (losses,)):
+            if not torch.isfinite(value).all():
+                raise TrainingDiverged(
+                    f"The {name} loss is {value.item()} at optimizer step {step} "
+                    f"(learning_rate={self.config['learning_rate']}): lower learning_rate."
+                )
+
+    def _check_weights(self) -> None:
+        """Stop when a trainable tensor has exploded (|w| > ``MAX_WEIGHT``)."""
+        for name, tensor in self.model.named_parameters():
+            largest = tensor.detach().abs().max().item()
+            if not largest <= self.MAX_WEIGHT:
+                raise TrainingDiverged(
+                    f"Trainable weight {name} reached |w| = {largest:.3g} by optimizer step {self.optimizer_steps} "
+                    f"(learning_rate={self.config['learning_rate']}): training diverged; lower learning_rate."
+                )
+
+    def _check_catalogue(self) -> None:
+        """Stop when every item gets (nearly) the same vector, so every ranking is arbitrary."""
+        items = self.model.catalogue_item_vectors()[1:]  # [n_items - 1, d']
+        spread = (items - items.mean(0)).norm(dim=1).mean() / items.norm(dim=1).mean().clamp_min(1e-12)
+        if spread < self.MIN_CATALOGUE_SPREAD:
+            raise TrainingDiverged(
+                f"The catalogue collapsed by optimizer step {self.optimizer_steps}: every item vector is the same "
+                f"(relative spread {spread:.2g}), so all items score alike. Lower learning_rate, or keep "
+                "uniform_weight > 0."
+            )
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         stats = self._round_stats
@@ -214,6 +255,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._check_catalogue()  # the item vectors are cached by the validation just run
         round_idx = self._round_idx
         mode = self.config["eval_args"]["mode"]
         self.curve.append({

@@ -32,6 +32,13 @@ def test_run_llmsrec_end_to_end(tiny_settings):
     assert config["teacher_checkpoint"] == result["teacher_checkpoint"]
 
 
+def test_sampled_test_result_uses_the_comparisons_negatives(tiny_settings, tmp_path):
+    eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni100"}
+    settings = {**tiny_settings, "eval_args": eval_args, "checkpoint_dir": str(tmp_path)}
+    result = run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
+    assert dict(result["test_result"]) == result["comparison"]["LLMSRec"]["test uni100"]
+
+
 def test_recbole_baseline_runs_through_the_plugin(tiny_settings):
     settings = {k: tiny_settings[k] for k in ("data_path", "checkpoint_dir", "show_progress", "state", "seed")}
     settings.update(epochs=2, hidden_size=16, inner_size=32, n_heads=1, metrics=["NDCG", "Hit"], topk=[10], valid_metric="NDCG@10",

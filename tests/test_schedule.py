@@ -183,3 +183,24 @@ def test_resuming_continues_the_lr_schedule_and_step_count(tiny_settings, tmp_pa
     assert [point["lr"] for point in resumed.curve] == pytest.approx([0.01 * 0.5**k for k in range(done, 4)])
     assert [point["step"] for point in resumed.curve] == [sum(rounds[: k + 1]) for k in range(done, 4)]
 
+
+
+def test_a_diverging_run_stops_with_the_step_and_the_fix(tiny_settings, tmp_path):
+    from recbole_llmsrec.trainer import TrainingDiverged
+
+    config, model, (train_data, valid_data, _) = build_llmsrec(
+        tiny_settings, learning_rate=1e6, checkpoint_dir=str(tmp_path))
+    with pytest.raises(TrainingDiverged, match=r"(loss is|reached \|w\|).* optimizer step \d+.*lower learning_rate"):
+        LLMSRecTrainer(config, model).fit(train_data, valid_data, saved=False)
+
+
+def test_a_collapsed_catalogue_stops_training(tiny_settings, tmp_path):
+    from recbole_llmsrec.trainer import TrainingDiverged
+
+    config, model, (train_data, valid_data, _) = build_llmsrec(tiny_settings, checkpoint_dir=str(tmp_path))
+    with torch.no_grad():  # f_item's output no longer depends on the item
+        model.item_head[-1].weight.zero_()
+        model.item_head[-1].bias.fill_(1.0)
+    model.item_head.requires_grad_(False)
+    with pytest.raises(TrainingDiverged, match="catalogue collapsed .* all items score alike"):
+        LLMSRecTrainer(config, model).fit(train_data, valid_data, saved=False)
