@@ -7,6 +7,10 @@
     # compare models on identical data (README, "Compare models"), optionally with the sequence probes
     python run_recbole_llmsrec.py --compare=SASRec,GRU4Rec,LLMSRec,LLMSRec-noDU --dataset=ml-100k \\
         --seeds=1 --probes=all
+
+    # use a trained model (README, "Recommendations and vectors")
+    python run_recbole_llmsrec.py --recommend=saved/LLMSRec-....safetensors --topk=10 --out=recommendations.tsv
+    python run_recbole_llmsrec.py --export=saved/LLMSRec-....safetensors --out=vectors.safetensors
 """
 
 import argparse
@@ -15,7 +19,7 @@ import sys
 from recbole_llmsrec.quick_start import default_config_files, run_recbole_llmsrec
 
 # Flags of this script only: removed from sys.argv before RecBole's Config reads it.
-OWN_FLAGS = ("--compare", "--seeds", "--probes", "--results_dir")
+OWN_FLAGS = ("--compare", "--seeds", "--probes", "--results_dir", "--recommend", "--export", "--users", "--topk", "--out")
 
 
 def strip_own_flags(argv: list[str]) -> list[str]:
@@ -42,7 +46,16 @@ def main() -> None:
     parser.add_argument("--probes", type=str, default=None,
                         help="with --compare: shuffle,train_shuffle,similarity,breakdown or all")
     parser.add_argument("--results_dir", type=str, default="results", help="where --compare writes its tables")
+    parser.add_argument("--recommend", type=str, default=None, help="checkpoint: write top-k items per user to --out")
+    parser.add_argument("--export", type=str, default=None, help="checkpoint: write user and item vectors to --out")
+    parser.add_argument("--users", type=str, default=None, help="with --recommend: comma-separated user tokens (default: all)")
+    parser.add_argument("--topk", type=int, default=10, help="with --recommend: items per user")
+    parser.add_argument("--out", type=str, default=None, help="file written by --recommend (.tsv) or --export (.safetensors)")
     args, _ = parser.parse_known_args()  # --key=value overrides are read by RecBole's Config
+
+    if args.recommend or args.export:
+        use_trained_model(parser, args)
+        return
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     if args.compare is None:
@@ -61,6 +74,29 @@ def main() -> None:
     outcome = run_comparison(args.compare, dataset=args.dataset, config_files=config_files, seeds=args.seeds,
                              probe_names=args.probes, results_dir=args.results_dir)
     print("\n".join(str(path) for path in outcome["files"]))
+
+
+def use_trained_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--recommend`` (top-k items of every or the given users, as TSV) or ``--export`` (vectors)."""
+    from recbole_llmsrec.recommend import Recommender
+
+    if args.recommend and args.export:
+        parser.error("--recommend and --export are two runs: give one")
+    if not args.out:
+        parser.error("--recommend and --export write to --out=FILE")
+    sys.argv = [sys.argv[0]] + strip_own_flags(sys.argv[1:])  # the checkpoint's settings, not these flags
+    recommender = Recommender.from_checkpoint(args.recommend or args.export)
+    if args.export:
+        recommender.export(args.out, show_progress=True)
+    else:
+        users = args.users.split(",") if args.users else None
+        rows = recommender.recommend_users(users, k=args.topk, show_progress=True)
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write("user\trank\titem\tscore\n")
+            for row in rows:
+                out.writelines(f"{row.user}\t{rank}\t{item}\t{score:.6g}\n"
+                               for rank, (item, score) in enumerate(zip(row.items, row.scores), 1))
+    print(args.out)
 
 
 if __name__ == "__main__":

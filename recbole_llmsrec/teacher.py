@@ -38,6 +38,8 @@ SHARED_KEYS = tuple(k for k in dataset_arguments + evaluation_arguments if k != 
 def teacher_config(config) -> PriorityDictConfig:
     """Config of the teacher model: the run's data, split and evaluation, plus ``teacher_config``."""
     overrides = {key: config[key] for key in SHARED_KEYS if config[key] is not None}
+    if "data_path" in config.external_config_dict:  # as given: RecBole appends the dataset name to the final value
+        overrides["data_path"] = config.external_config_dict["data_path"]
     overrides.update(config["teacher_config"] or {})
     return PriorityDictConfig(
         model=config["teacher_model"],

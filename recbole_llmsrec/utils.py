@@ -8,6 +8,7 @@ import pkgutil
 from pathlib import Path
 
 import recbole.model
+import recbole.trainer
 import recbole.utils
 from recbole.utils import ModelType
 
@@ -86,9 +87,11 @@ def get_model(model_name: str) -> type:
 
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
-    """Trainer class for a model: ``recbole_llmsrec.trainer.<model_name>Trainer`` if it exists, else RecBole's."""
+    """Trainer class for a model: ``recbole_llmsrec.trainer.<model_name>Trainer`` if it exists, else
+    RecBole's; where that is RecBole's plain ``Trainer``, its pickle-free (safetensors) version."""
     plugin_trainers = importlib.import_module("recbole_llmsrec.trainer")
     trainer = getattr(plugin_trainers, f"{model_name}Trainer", None)
     if trainer is not None:
         return trainer
-    return recbole.utils.get_trainer(model_type, model_name)
+    trainer = recbole.utils.get_trainer(model_type, model_name)
+    return plugin_trainers.SafetensorsCheckpointTrainer if trainer is recbole.trainer.Trainer else trainer

@@ -101,7 +101,13 @@ def test_get_trainer():
     from recbole.utils import ModelType
 
     assert get_trainer(ModelType.SEQUENTIAL, "LLMSRec") is LLMSRecTrainer
-    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is Trainer
+    from recbole.trainer import KGATTrainer
+
+    from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
+
+    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is SafetensorsCheckpointTrainer  # RecBole's Trainer, pickle-free
+    assert issubclass(SafetensorsCheckpointTrainer, Trainer)
+    assert get_trainer(ModelType.KNOWLEDGE, "KGAT") is KGATTrainer  # special trainers stay RecBole's
 
 
 def test_config_layers_plugin_yamls_and_merges_teacher_config():
