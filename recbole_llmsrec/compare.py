@@ -31,7 +31,6 @@ from recbole.trainer import Trainer
 from recbole.utils import init_logger, init_seed
 
 from recbole_llmsrec import probes
-from recbole_llmsrec.reports import write_reports
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.quick_start import (
@@ -41,6 +40,7 @@ from recbole_llmsrec.quick_start import (
     mode_config,
     evaluate_in_modes,
 )
+from recbole_llmsrec.reports import write_reports
 from recbole_llmsrec.teacher import SHARED_KEYS, teacher_config, train_teacher
 from recbole_llmsrec.trainer import TeacherTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir

@@ -14,6 +14,7 @@ from recbole_llmsrec.prompts import item_titles
 
 logger = logging.getLogger(__name__)
 
+DISTILL_REDUCTIONS = ("mean", "sum")
 # Unix seconds between 1973 and 2286: a time field outside this range is not a date.
 UNIX_SECONDS = (1e8, 1e10)
 
@@ -32,6 +33,8 @@ def check_settings(config) -> None:
     """
     for key in ("history_length", "num_negatives", "validations_per_epoch", "max_prompt_tokens", "max_title_tokens"):
         _positive_int(config, key)
+    if config["distill_reduction"] not in DISTILL_REDUCTIONS:
+        raise ValueError(f"distill_reduction={config['distill_reduction']!r} is not one of {', '.join(DISTILL_REDUCTIONS)}.")
     decay = config["lr_decay_per_validation"]
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
         raise ValueError(f"lr_decay_per_validation={decay!r} must be in (0, 1] (1 keeps the learning rate).")

@@ -44,9 +44,6 @@ def projection_mlp(in_size: int, hidden_size: int, out_size: int, activation: nn
     )
 
 
-DISTILL_REDUCTIONS = ("mean", "sum")
-
-
 def uniformity_loss(normalized: torch.Tensor) -> torch.Tensor:
     """Mean over distinct pairs of ``exp(-2 * ||x_i - x_j||^2)`` for L2-normalised rows ``[B, D]``."""
     if normalized.shape[0] < 2:
@@ -72,8 +69,6 @@ class LLMSRec(SequentialRecommender):
         self.distill_weight = config["distill_weight"]
         self.uniform_weight = config["uniform_weight"]
         self.distill_reduction = config["distill_reduction"]
-        if self.distill_reduction not in DISTILL_REDUCTIONS:
-            raise ValueError(f"distill_reduction={self.distill_reduction!r} is not one of {DISTILL_REDUCTIONS}.")
         self.teacher_dropout = config["teacher_dropout"]
         self.llm_tokens_per_pass = resolve_tokens_per_pass(config["llm_tokens_per_pass"], config["device"])
         self.llm_prefix_cache = config["llm_prefix_cache"]
@@ -161,9 +156,10 @@ class LLMSRec(SequentialRecommender):
     ) -> torch.Tensor:
         """LLM last hidden state at each prompt's output token, ``[len(prompts), d_llm]``.
 
-        Prompts that all start with ``prefix_ids`` reuse its cached keys and values. Prompts run length-sorted, packed into passes
-        of at most ``llm_tokens_per_pass`` padded tokens: little padding, few passes (on a GPU
-        a pass costs about as much as it launches). Long evaluation passes show a progress bar.
+        Prompts that all start with ``prefix_ids`` reuse its cached keys and values. Prompts run
+        length-sorted, packed into passes of at most ``llm_tokens_per_pass`` padded tokens: little
+        padding, few passes (on a GPU a pass costs about as much as it launches). Long evaluation
+        passes show a progress bar.
         """
         skip = self.prompts.shared_prefix_length(prompts, prefix_ids) if self.llm_prefix_cache else 0
         prefix = self._prefix_key_values(prefix_ids) if skip else None
