@@ -9,6 +9,12 @@ validation score, the last mean cos(u, teacher) and the last uniformity term (wh
 distillation takes hold), each as the mean over seeds.
 
     python benchmarks/chain_study.py --out benchmarks/results/chain_study.md
+    # one setting, longer, with the pretrained SmolLM2-135M instead of the tiny random LLaMA
+    python benchmarks/chain_study.py --llm smollm2 --epochs 20 --seeds 1 --only 8 \
+        --out benchmarks/results/chain_study_smollm2.md
+    # the same LLM shape with random weights: what pre-training contributes
+    python benchmarks/chain_study.py --llm smollm2 --random-weights --epochs 20 --seeds 1 --only 8 \
+        --out benchmarks/results/chain_study_smollm2_random.md
 
 Seconds per run are wall time on whatever else the machine runs: compare them only within a run.
 """
@@ -33,17 +39,18 @@ from conftest import build_tiny_llm  # noqa: E402  (the tests' tiny random LLaMA
 from recbole_llmsrec.compare import run_comparison  # noqa: E402
 from recbole_llmsrec.data.synthetic import write_chain_dataset  # noqa: E402
 
+LLM_NAMES = {"tiny": "tiny random LLaMA", "smollm2": "pretrained SmolLM2-135M-Instruct"}
 LEARNING_RATES = (1e-4, 3e-4, 1e-3)
 REDUCTIONS = ("mean", "sum")
 TEACHER_DROPOUT = (True, False)
 
 
-def profile(folder: Path, llm: Path, epochs: int) -> dict:
+def profile(folder: Path, llm: Path | None, epochs: int) -> dict:
     return {
         "data_path": str(folder / "data"), "checkpoint_dir": str(folder / "saved"), "show_progress": False,
         "state": "ERROR", "seed": 2020, "dataset": "chain", "MAX_ITEM_LIST_LENGTH": 10, "prompt_dates": False,
         "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
-        "llm_path": str(llm), "history_length": 4, "head_hidden_size": 64, "projection_size": 32,
+        "llm_path": str(llm) if llm else None, "history_length": 4, "head_hidden_size": 64, "projection_size": 32,
         "llm_tokens_per_pass": 512, "train_batch_size": 10, "epochs": epochs, "validations_per_epoch": 2,
         "stopping_step": 100,  # a fixed budget: every run takes the same number of steps
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni100"},
@@ -56,6 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6, help="epochs of 15 steps each")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per run (2020, 2021, ...)")
+    parser.add_argument("--llm", choices=("tiny", "smollm2"), default="tiny",
+                        help="the tests' tiny random LLaMA, or the pretrained SmolLM2-135M (offline default)")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these rows of the grid (0-based)")
+    parser.add_argument("--random-weights", action="store_true", help="the LLM's shape with random weights")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/chain_study.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -63,9 +74,12 @@ def main() -> None:
              for lr, reduction, dropout in itertools.product(LEARNING_RATES, REDUCTIONS, TEACHER_DROPOUT)]
     specs += [f"LLMSRec[learning_rate={LEARNING_RATES[-1]},uniform_weight=0]",
               f"LLMSRec[learning_rate={LEARNING_RATES[-1]},distill_weight=0,uniform_weight=0]"]
+    if args.only is not None:
+        specs = [specs[i] for i in args.only]
     lines = [
-        "# Convergence on the order-determined synthetic dataset (tiny random LLaMA)", "",
-        f"Command: `python benchmarks/chain_study.py --epochs {args.epochs} --seeds {args.seeds}`. 150 users walking "
+        f"# Convergence on the order-determined synthetic dataset ({LLM_NAMES[args.llm]}"
+        f"{', random weights' if args.random_weights else ''})", "",
+        f"Command: `python {' '.join(sys.argv)}`. 150 users walking "
         f"one cycle of 60 items, 4 history items per prompt, batch 10, {args.epochs} epochs = {15 * args.epochs} steps, "
         "2 validations per epoch, no early stopping; test in 1 target + 99 sampled negatives. "
         f"Mean over {args.seeds} seeds (each seed its own teacher); seconds: all seeds.", "",
@@ -75,9 +89,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_chain_dataset(folder / "data", n_items=60, n_users=150, titles=True)
-        llm = build_tiny_llm(folder / "llm")
+        llm = build_tiny_llm(folder / "llm") if args.llm == "tiny" else None
         config_file = folder / "chain-study.yaml"
-        config_file.write_text(yaml.safe_dump(profile(folder, llm, args.epochs)))
+        config_file.write_text(yaml.safe_dump({**profile(folder, llm, args.epochs),
+                                               "llm_random_weights": args.random_weights}))
         runs = lambda spec: run_comparison(  # noqa: E731
             spec, config_files=[str(config_file)], seeds=args.seeds, results_dir=folder / "results")["results"][spec]
         pop_score = np.mean([r["metrics"]["test uni100"]["ndcg@10"] for r in runs("Pop")])
