@@ -380,5 +380,5 @@ def run_comparison(
             else:
                 logger.warning("Comparison: reusing %s", path)
             results[spec.label].append(result)
-    files = write_reports(folder, profile, results, seeds, base["valid_metric"].lower())
+    files = write_reports(folder, profile, results, seeds)
     return {"results": results, "folder": folder, "files": files}

@@ -261,7 +261,9 @@ def curve_chart(path: Path, title: str, results: dict[str, list[dict]], valid_me
         return False
     plt = _pyplot()
     fig, (top, losses, cosine) = plt.subplots(3, 1, figsize=(8.5, 10), sharex=True, height_ratios=[3, 2, 1.3])
-    setting = f"valid {next(iter(curved.values()))[0]['curve'][0].get('mode', 'full')}"
+    first_point = next(iter(curved.values()))[0]["curve"][0]
+    setting = f"valid {first_point.get('mode', 'full')}"
+    valid_metric = first_point.get("metric", valid_metric)  # the metric the trainer selected on
     references = {}
     for label, per_seed in curved.items():
         for result in per_seed:
@@ -270,7 +272,8 @@ def curve_chart(path: Path, title: str, results: dict[str, list[dict]], valid_me
                 references.setdefault(f"{result['teacher']['model']} (teacher)", []).append(teacher[valid_metric])
     for label, per_seed in results.items():
         if per_seed and per_seed[0].get("model") == "Pop":
-            references["Pop"] = [r["metrics"][setting][valid_metric] for r in per_seed if setting in r.get("metrics", {})]
+            references["Pop"] = [r["metrics"][setting][valid_metric] for r in per_seed
+                                 if valid_metric in r.get("metrics", {}).get(setting, {})]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (label, per_seed) in enumerate(curved.items()):
         color = colors[index % len(colors)]

@@ -261,6 +261,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         self.curve.append({
             "validation": round_idx + 1,
             "mode": mode["valid"] if isinstance(mode, dict) else mode,
+            "metric": self.valid_metric,
             "step": self.optimizer_steps,
             "epoch": self.epoch_of_round(round_idx),
             "lr": self.optimizer.param_groups[0]["lr"],
