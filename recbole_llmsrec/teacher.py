@@ -57,6 +57,7 @@ def teacher_cache_key(config, train_dataset) -> str:
         "teacher_config": config["teacher_config"],
         "seed": config["seed"],
         "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+        "valid_users": config["valid_users"],  # early stopping reads that validation subset
         "n_items": train_dataset.item_num,
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
