@@ -22,8 +22,8 @@ from recbole.data.interaction import Interaction
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from recbole_llmsrec import probes
 from recbole_llmsrec.data_preparation import last_prefix_per_user
-from recbole_llmsrec.probes import has_user_vectors
 from recbole_llmsrec.quick_start import load_data_and_model
 
 
@@ -45,7 +45,7 @@ class Recommender:
     """
 
     def __init__(self, config, model, dataset) -> None:
-        if not has_user_vectors(model):
+        if not probes.has_user_vectors(model):
             raise ValueError(f"{type(model).__name__} is not a sequential model: it has no history to recommend from.")
         self.config, self.model, self.dataset = config, model.eval(), dataset
         self.max_length = config["MAX_ITEM_LIST_LENGTH"]
@@ -53,6 +53,7 @@ class Recommender:
         self.user_tokens = dataset.field2id_token[dataset.uid_field]
         # A built sequential dataset holds one row per prefix; each user's longest is its whole history.
         latest = last_prefix_per_user(dataset).inter_feat
+        # user id -> every item (and its time), oldest first, up to MAX_ITEM_LIST_LENGTH + 1
         self._histories: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         time_list = f"{dataset.time_field}{config['LIST_SUFFIX']}" if dataset.time_field else None
         for row in range(len(latest)):
@@ -79,14 +80,6 @@ class Recommender:
                            f"not in {self.config['dataset']!r}. Use recommend_history for new users.")
         return [self.dataset.field2token_id[self.dataset.uid_field][u] for u in users]
 
-    def _item_ids(self, items: Sequence[str], skip_unknown: bool) -> list[int]:
-        token_id = self.dataset.field2token_id[self.dataset.iid_field]
-        unknown = [item for item in items if item not in token_id]
-        if unknown and not skip_unknown:
-            raise KeyError(f"Unknown item tokens {unknown[:10]}{' ...' if len(unknown) > 10 else ''}: not in the "
-                           f"catalogue of {self.config['dataset']!r}. Pass skip_unknown=True to leave them out.")
-        return [token_id[item] for item in items if item in token_id]
-
     # ------------------------------------------------------------------ scoring
     def _interaction(self, histories: list[np.ndarray], times: list[np.ndarray | None]) -> Interaction:
         histories = [h[-self.max_length:] for h in histories]
@@ -111,10 +104,6 @@ class Recommender:
                 scores[row, torch.as_tensor(seen, dtype=torch.long)] = -torch.inf
         return scores.topk(min(k, scores.shape[1] - 1), dim=1)
 
-    def _known_history(self, user_id: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Every item of a user (and its time), oldest first, up to ``MAX_ITEM_LIST_LENGTH + 1``."""
-        return self._histories[user_id]
-
     def recommend_users(self, users: Sequence[str] | None = None, k: int = 10, exclude_seen: bool = True,
                         batch_size: int = 64, show_progress: bool = False) -> list[Recommendation]:
         """Top-k items for known users (tokens; None for every user) after all their interactions."""
@@ -123,7 +112,7 @@ class Recommender:
         batches = range(0, len(user_ids), batch_size)
         for begin in tqdm(batches, desc="Recommending", ncols=100, disable=not show_progress):
             ids = user_ids[begin: begin + batch_size]
-            histories, times = zip(*(self._known_history(u) for u in ids))
+            histories, times = zip(*(self._histories[u] for u in ids))
             top_scores, top_items = self._top_k(list(histories), list(times), k, list(histories) if exclude_seen else None)
             results += [self._recommendation(self.user_tokens[u], items, scores)
                         for u, items, scores in zip(ids, top_items, top_scores)]
@@ -135,10 +124,14 @@ class Recommender:
         if timestamps is not None and len(timestamps) != len(items):
             raise ValueError(f"{len(timestamps)} timestamps for {len(items)} items: give one per item, or none.")
         token_id = self.dataset.field2token_id[self.dataset.iid_field]
+        unknown = [item for item in items if item not in token_id]
+        if unknown and not skip_unknown:
+            raise KeyError(f"Unknown item tokens {unknown[:10]}{' ...' if len(unknown) > 10 else ''}: not in the "
+                           f"catalogue of {self.config['dataset']!r}. Pass skip_unknown=True to leave them out.")
         kept = [i for i, item in enumerate(items) if item in token_id]
-        history = np.array(self._item_ids(items, skip_unknown))
-        if len(history) == 0:
+        if not kept:
             raise ValueError("The history holds no known item: nothing to recommend from.")
+        history = np.array([token_id[items[i]] for i in kept])
         stamps = None if timestamps is None else np.array([timestamps[i] for i in kept], dtype=float)
         top_scores, top_items = self._top_k([history], [stamps], k, [history] if exclude_seen else None)
         return self._recommendation(None, top_items[0], top_scores[0])
@@ -152,14 +145,12 @@ class Recommender:
     def user_vectors(self, users: Sequence[str] | None = None, batch_size: int = 64,
                      show_progress: bool = False) -> tuple[list[str], torch.Tensor]:
         """User tokens and their vectors ``[U, d]`` after all their interactions (what ranks items)."""
-        from recbole_llmsrec.probes import user_vectors
-
         user_ids = self._user_ids(users)
         vectors = []
         for begin in tqdm(range(0, len(user_ids), batch_size), desc="User vectors", ncols=100, disable=not show_progress):
-            histories, times = zip(*(self._known_history(u) for u in user_ids[begin: begin + batch_size]))
+            histories, times = zip(*(self._histories[u] for u in user_ids[begin: begin + batch_size]))
             batch = self._interaction(list(histories), list(times))
-            vectors.append(user_vectors(self.model, _Split(batch), batch_size=len(histories)))
+            vectors.append(probes.user_vectors(self.model, _Split(batch), batch_size=len(histories)))
         return [str(self.user_tokens[u]) for u in user_ids], torch.cat(vectors)
 
     @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import uuid
 from functools import partial
@@ -95,9 +96,8 @@ class EpochSlice:
     """
 
     def __init__(self, loader, size: int, batches) -> None:
-        self.loader, self.size, self.batches = loader, size, batches
-        self.shuffle = loader.shuffle
-        self.sampler = getattr(loader, "sampler", None)
+        self.size, self.batches = size, batches
+        self.shuffle, self.sampler = loader.shuffle, getattr(loader, "sampler", None)  # what _train_epoch reads
 
     def __len__(self) -> int:
         return self.size
@@ -188,7 +188,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
             if hasattr(train_data, "sampler") and hasattr(train_data.sampler, "set_epoch"):
                 train_data.sampler.set_epoch(epoch_idx // len(self._rounds))
             self._batches = iter(train_data)
-        cosines: list[float] = []
+        cosines: list[torch.Tensor] = []
 
         def recorded_loss(interaction):
             losses = (loss_func or self.model.calculate_loss)(interaction)
@@ -203,7 +203,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         totals = total if isinstance(total, tuple) else (total,)
         self._round_stats = {
             "losses": {name: value / len(round_slice) for name, value in zip(self.LOSS_NAMES, totals)},
-            "distill_cosine": sum(cosines) / len(cosines) if cosines and None not in cosines else None,
+            "distill_cosine": torch.stack(cosines).mean().item() if cosines and None not in cosines else None,
         }
         for name, value in self._round_stats["losses"].items():
             self.tensorboard.add_scalar(f"Loss/{name}", value, self.optimizer_steps)
@@ -213,13 +213,15 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
 
     # ------------------------------------------------------------------ training health
     def _check_finite(self, losses, step: int) -> None:
-        """Stop at the first non-finite loss term, naming the step and the term."""
-        for name, value in zip(self.LOSS_NAMES, losses if isinstance(losses, tuple) else (losses,)):
-            if not torch.isfinite(value).all():
-                raise TrainingDiverged(
-                    f"The {name} loss is {value.item()} at optimizer step {step} "
-                    f"(learning_rate={self.config['learning_rate']}): lower learning_rate."
-                )
+        """Stop at the first non-finite loss term, naming the step and the term (one device sync per step)."""
+        terms = torch.stack(losses if isinstance(losses, tuple) else (losses,)).detach()
+        if torch.isfinite(terms).all():
+            return
+        name, value = next((n, v) for n, v in zip(self.LOSS_NAMES, terms.tolist()) if not math.isfinite(v))
+        raise TrainingDiverged(
+            f"The {name} loss is {value} at optimizer step {step} "
+            f"(learning_rate={self.config['learning_rate']}): lower learning_rate."
+        )
 
     def _check_weights(self) -> None:
         """Stop when a trainable tensor has exploded (|w| > ``MAX_WEIGHT``)."""

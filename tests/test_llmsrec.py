@@ -287,7 +287,7 @@ def test_distill_reduction_sum_is_projection_size_times_mean(tiny_settings):
     cosine = F.cosine_similarity(users, teacher).mean()
     assert total.item() == pytest.approx(16 * mean.item()) and total.item() == pytest.approx((2 - 2 * cosine).item(), rel=1e-5)
     assert mean.item() == pytest.approx(F.mse_loss(F.normalize(users, dim=-1), F.normalize(teacher, dim=-1)).item())
-    assert sum_model.last_distill_cosine == pytest.approx(cosine.item(), rel=1e-5)
+    assert sum_model.last_distill_cosine.item() == pytest.approx(cosine.item(), rel=1e-5)
     with pytest.raises(ValueError, match="distill_reduction='max'"):
         build_llmsrec(tiny_settings, distill_reduction="max")
 

@@ -55,7 +55,7 @@ def test_recommendations_for_a_history_equal_ranking_by_full_sort_predict(traine
 def test_known_users_get_unseen_items_and_unknown_tokens_are_named(trained):
     recommender = Recommender.from_checkpoint(trained["LLMSRec"])
     (row,) = recommender.recommend_users(["u1"], k=7)
-    seen = set(recommender.dataset.field2id_token["item_id"][recommender._known_history(1)[0]])
+    seen = set(recommender.dataset.field2id_token["item_id"][recommender._histories[1][0]])
     assert row.user == "u1" and len(row.items) == 7 and not set(row.items) & seen
     with pytest.raises(KeyError, match=r"Unknown item tokens \['nope'\]"):
         recommender.recommend_history(["i1", "nope"])

@@ -113,7 +113,7 @@ class LLMSRec(SequentialRecommender):
         nn.init.normal_(self.item_out_embedding, mean, std)
         self._eval_cache: dict = {"fingerprint": None, "versions": None, "items": None, "users": {}}
         self._prefix_cache: dict = {}
-        self.last_distill_cosine: float | None = None  # mean cosine(u, z) of the last training batch
+        self.last_distill_cosine: torch.Tensor | None = None  # mean cosine(u, z) of the last training batch, 0-d
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -298,7 +298,7 @@ class LLMSRec(SequentialRecommender):
         distill = F.mse_loss(user_normalized, cf_normalized, reduction="none").sum(-1).mean()
         if self.distill_reduction == "mean":
             distill = distill / user_normalized.shape[1]
-        self.last_distill_cosine = (user_normalized * cf_normalized).sum(-1).mean().item()
+        self.last_distill_cosine = (user_normalized * cf_normalized).sum(-1).mean().detach()  # no device sync here
         uniform = uniformity_loss(user_normalized) + uniformity_loss(cf_normalized)
         return (
             self.retrieval_weight * retrieval,
