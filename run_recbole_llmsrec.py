@@ -8,6 +8,9 @@
     python run_recbole_llmsrec.py --compare=SASRec,GRU4Rec,LLMSRec,LLMSRec-noDU --dataset=ml-100k \\
         --seeds=1 --probes=all
 
+    # continue a killed run from its checkpoint, to the uninterrupted run's result (README, "Resume")
+    python run_recbole_llmsrec.py --resume=saved/LLMSRec-....safetensors
+
     # use a trained model (README, "Recommendations and vectors")
     python run_recbole_llmsrec.py --recommend=saved/LLMSRec-....safetensors --topk=10 --out=recommendations.tsv
     python run_recbole_llmsrec.py --export=saved/LLMSRec-....safetensors --out=vectors.safetensors
@@ -19,7 +22,7 @@ import sys
 from recbole_llmsrec.quick_start import default_config_files, run_recbole_llmsrec
 
 # Flags of this script only: removed from sys.argv before RecBole's Config reads it.
-OWN_FLAGS = ("--compare", "--seeds", "--probes", "--results_dir", "--recommend", "--export", "--users", "--topk", "--out")
+OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--recommend", "--export", "--users", "--topk", "--out")
 
 
 def strip_own_flags(argv: list[str]) -> list[str]:
@@ -46,6 +49,8 @@ def main() -> None:
     parser.add_argument("--probes", type=str, default=None,
                         help="with --compare: shuffle,train_shuffle,similarity,breakdown or all")
     parser.add_argument("--results_dir", type=str, default="results", help="where --compare writes its tables")
+    parser.add_argument("--resume", type=str, default=None,
+                        help="checkpoint of an unfinished run: continue it with its own settings")
     parser.add_argument("--recommend", type=str, default=None, help="checkpoint: write top-k items per user to --out")
     parser.add_argument("--export", type=str, default=None, help="checkpoint: write user and item vectors to --out")
     parser.add_argument("--users", type=str, default=None, help="with --recommend: comma-separated user tokens (default: all)")
@@ -55,6 +60,12 @@ def main() -> None:
 
     if args.recommend or args.export:
         use_trained_model(parser, args)
+        return
+    if args.resume:
+        if strip_own_flags(sys.argv[1:]) or args.compare or args.model or args.dataset or args.config_files:
+            parser.error("--resume continues a run with the settings stored in its checkpoint: give it alone")
+        sys.argv = sys.argv[:1]  # RecBole's Config would read --resume as a setting
+        run_recbole_llmsrec(resume=args.resume)
         return
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None

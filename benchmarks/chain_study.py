@@ -67,6 +67,7 @@ def main() -> None:
                         help="the tests' tiny random LLaMA, or the pretrained SmolLM2-135M (offline default)")
     parser.add_argument("--only", type=int, nargs="*", help="run only these rows of the grid (0-based)")
     parser.add_argument("--random-weights", action="store_true", help="the LLM's shape with random weights")
+    parser.add_argument("--specs", nargs="*", help="run these --compare specs instead of the grid")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/chain_study.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -76,6 +77,8 @@ def main() -> None:
               f"LLMSRec[learning_rate={LEARNING_RATES[-1]},distill_weight=0,uniform_weight=0]"]
     if args.only is not None:
         specs = [specs[i] for i in args.only]
+    if args.specs:
+        specs = args.specs
     lines = [
         f"# Convergence on the order-determined synthetic dataset ({LLM_NAMES[args.llm]}"
         f"{', random weights' if args.random_weights else ''})", "",
@@ -83,8 +86,11 @@ def main() -> None:
         f"one cycle of 60 items, 4 history items per prompt, batch 10, {args.epochs} epochs = {15 * args.epochs} steps, "
         "2 validations per epoch, no early stopping; test in 1 target + 99 sampled negatives. "
         f"Mean over {args.seeds} seeds (each seed its own teacher); seconds: all seeds.", "",
-        "| run | test NDCG@10 | teacher | Pop | last valid NDCG@10 | last cos(u, teacher) | last uniformity | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "cos(orig, shuffled): mean cosine between each test user's vector from the original and from the "
+        "shuffled history (the similarity probe; the teacher SASRec's in brackets).", "",
+        "| run | test NDCG@10 | teacher | Pop | last valid NDCG@10 | last cos(u, teacher) | last uniformity "
+        "| cos(orig, shuffled) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -94,8 +100,10 @@ def main() -> None:
         config_file.write_text(yaml.safe_dump({**profile(folder, llm, args.epochs),
                                                "llm_random_weights": args.random_weights}))
         runs = lambda spec: run_comparison(  # noqa: E731
-            spec, config_files=[str(config_file)], seeds=args.seeds, results_dir=folder / "results")["results"][spec]
+            spec, config_files=[str(config_file)], seeds=args.seeds, results_dir=folder / "results",
+            probe_names=["similarity"])["results"][spec]
         pop_score = np.mean([r["metrics"]["test uni100"]["ndcg@10"] for r in runs("Pop")])
+        teacher_similarity = np.mean([r["probes"]["similarity"]["mean"] for r in runs("SASRec")])
         for spec in specs:
             start = time.perf_counter()
             results = runs(spec)
@@ -105,7 +113,9 @@ def main() -> None:
                 f"{mean(lambda r: r['teacher']['metrics']['test uni100']['ndcg@10']):.4f} | {pop_score:.4f} | "
                 f"{mean(lambda r: r['curve'][-1]['valid']['ndcg@10']):.4f} | "
                 f"{mean(lambda r: r['curve'][-1]['distill_cosine']):.3f} | "
-                f"{mean(lambda r: r['curve'][-1]['losses']['uniformity']):.3f} | {time.perf_counter() - start:.0f} |"
+                f"{mean(lambda r: r['curve'][-1]['losses']['uniformity']):.3f} | "
+                f"{mean(lambda r: r['probes']['similarity']['mean']):.3f} "
+                f"({teacher_similarity:.3f}) | {time.perf_counter() - start:.0f} |"
             )
             print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

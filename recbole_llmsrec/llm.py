@@ -112,7 +112,14 @@ def resolve_llm_path(llm_path: str | None) -> Path | str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"llm_path={llm_path!r} is a folder without config.json: not a HuggingFace model folder.")
         return path
+    if looks_local(llm_path):
+        raise FileNotFoundError(f"llm_path={llm_path!r}: no such folder (a hub id has the form owner/name).")
     return llm_path
+
+
+def looks_local(llm_path: str) -> bool:
+    """Whether ``llm_path`` can only be a local path: absolute, relative to ``.``/``~``, or deeper than ``owner/name``."""
+    return llm_path.startswith(("/", ".", "~")) or llm_path.count("/") > 1 or "\\" in llm_path
 
 
 def load_causal_lm(
@@ -131,8 +138,28 @@ def load_causal_lm(
         causal_lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=dtype)
     else:
         causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    check_causal(causal_lm, llm_path)
     add_special_tokens(causal_lm, tokenizer)
     return causal_lm.to(device), tokenizer
+
+
+def check_causal(causal_lm: PreTrainedModel, llm_path: str | None) -> None:
+    """Refuse an LLM whose hidden states depend on later tokens (e.g. BERT): LLM-SRec reads the
+    state at the last token and caches prompt prefixes, which needs left-to-right attention.
+
+    Raises:
+        ValueError: naming ``llm_path``, the model type and the fix.
+    """
+    causal_lm.eval()  # no dropout: the two passes must be comparable
+    vocab = causal_lm.get_input_embeddings().num_embeddings
+    input_ids = torch.tensor([[1, 2, 3], [1, 2, 4]], device=causal_lm.device) % vocab
+    with torch.no_grad():
+        hidden = causal_lm.base_model(input_ids=input_ids).last_hidden_state  # [2, 3, H]
+    if not torch.allclose(hidden[0, :2], hidden[1, :2], atol=1e-4):
+        raise ValueError(
+            f"llm_path={llm_path!r} is a {causal_lm.config.model_type} model whose hidden states depend on later "
+            "tokens: LLM-SRec needs a decoder-only (causal) LLM, e.g. SmolLM2, Llama, Qwen."
+        )
 
 
 def add_special_tokens(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

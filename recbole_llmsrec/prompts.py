@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -41,12 +42,7 @@ def item_titles(dataset, text_field: str) -> list[str]:
     """
     item_feat = dataset.item_feat
     if item_feat is None or text_field not in item_feat.columns:
-        loaded = [] if item_feat is None else [c for c in item_feat.columns if c != dataset.iid_field]
-        raise ValueError(
-            f"item_text_field={text_field!r} is not a loaded item field of dataset {dataset.dataset_name!r} "
-            f"(loaded item fields: {loaded or 'none'}). Load it with "
-            f"`load_col: {{item: [{dataset.iid_field}, {text_field}]}}` or set item_text_field to one of them."
-        )
+        raise ValueError(missing_title_field_message(dataset, text_field))
     tokens = dataset.field2id_token[text_field]
     ids = item_feat[text_field].numpy()
     if ids.ndim == 1:
@@ -57,6 +53,21 @@ def item_titles(dataset, text_field: str) -> list[str]:
         titles.append(" ".join(words).strip() or NO_TITLE)
     titles[0] = NO_TITLE
     return titles
+
+
+def missing_title_field_message(dataset, text_field: str) -> str:
+    """Why ``text_field`` is not loaded: no item file, a file without that field, or a field left out of ``load_col``."""
+    item_file = Path(dataset.dataset_path) / f"{dataset.dataset_name}.item"
+    if not item_file.is_file():
+        return (f"Dataset {dataset.dataset_name!r} has no item file {item_file}: LLMSRec writes item titles into its "
+                f"prompts. Create it with a header like `{dataset.iid_field}:token\t{text_field}:token_seq`.")
+    with open(item_file, encoding="utf-8") as handle:
+        fields = [column.split(":")[0] for column in handle.readline().rstrip("\n").split("\t")]
+    if text_field not in fields:
+        return (f"item_text_field={text_field!r} is not a field of {item_file} (its fields: {fields}): "
+                "set item_text_field to the title field.")
+    return (f"item_text_field={text_field!r} is not a loaded item field of dataset {dataset.dataset_name!r}: add it "
+            f"to load_col, e.g. `load_col: {{item: [{dataset.iid_field}, {text_field}]}}`.")
 
 
 def format_date(timestamp: float) -> str:

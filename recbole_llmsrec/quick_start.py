@@ -18,6 +18,7 @@ from recbole.utils import ModelType, init_logger, init_seed, set_color
 from recbole_llmsrec.checkpoint import read_metadata, load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
+from recbole_llmsrec.fingerprints import data_fingerprint
 from recbole_llmsrec.teacher import teacher_config, train_teacher
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
@@ -73,13 +74,20 @@ def run_recbole_llmsrec(
     config_file_list: list[str] | None = None,
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one model, like RecBole's ``run_recbole``.
+
+    ``resume``: the checkpoint of an unfinished run, continued with its own settings (the
+    other arguments are ignored) to the result the uninterrupted run would have reached.
 
     Returns ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result`` and
     ``test_result``; for LLMSRec also ``teacher_checkpoint``, ``teacher_result`` and
     ``comparison`` (teacher vs LLMSRec, valid/test, full/uni100).
     """
+    if resume:
+        settings = read_metadata(resume)["config"]
+        model, dataset, config_file_list, config_dict = settings["model"], settings["dataset"], None, settings
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -98,7 +106,7 @@ def run_recbole_llmsrec(
 
     extra: dict[str, Any] = {}
     if config["model"] in LLM_MODELS:
-        check_inputs(config, model_dataset)  # before minutes of teacher training
+        check_inputs(config, model_dataset, splits[1])  # before minutes of teacher training
     if config["model"] in LLM_MODELS and not config["teacher_checkpoint"]:
         teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(teacher_path)
@@ -109,6 +117,10 @@ def run_recbole_llmsrec(
     recommender = model_class(config, model_dataset).to(config["device"])
     logger.info(recommender)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
+    if hasattr(trainer, "fingerprints"):  # the plugin's trainers; RecBole's special ones write their own files
+        trainer.fingerprints.setdefault("data", data_fingerprint(model_dataset))
+    if resume:
+        trainer.resume_checkpoint(resume)
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -147,5 +159,9 @@ def load_data_and_model(model_file: str) -> tuple:
     train_data, valid_data, test_data = build_dataloaders(config, dataset, splits)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, splits[0]).to(config["device"])
-    load_checkpoint(model_file, model)
+    training = load_checkpoint(model_file, model, getattr(model, "fingerprints", None) or {"data": data_fingerprint(splits[0])})["training"]
+    if training and training.get("finished") is False:
+        logging.getLogger(__name__).warning(
+            "%s is the checkpoint of an unfinished run: these are its best weights so far. "
+            "`run_recbole_llmsrec.py --resume=%s` continues it.", model_file, model_file)
     return config, model, dataset, train_data, valid_data, test_data

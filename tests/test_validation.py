@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from recbole_llmsrec import quick_start
 from recbole_llmsrec.quick_start import run_recbole_llmsrec
@@ -20,7 +21,7 @@ DATA_DIR = Path(__file__).parent / "data"
     ({"validations_per_epoch": 0}, "validations_per_epoch=0 must be a positive integer"),
     ({"lr_decay_per_validation": 0}, r"lr_decay_per_validation=0 must be in \(0, 1\]"),
     ({"eval_args": {"mode": "uniform100"}}, "eval_args.mode='uniform100' .* use full, uni<N>"),
-    ({"item_text_field": "movie_title"}, "item_text_field='movie_title' is not a loaded item field"),
+    ({"item_text_field": "movie_title"}, r"item_text_field='movie_title' is not a field of .*tiny.item \(its fields: "),
 ])
 def test_bad_settings_are_refused_before_the_teacher_trains(tiny_settings, overrides, message, monkeypatch, tmp_path):
     monkeypatch.setattr(quick_start, "train_teacher", lambda *a, **k: pytest.fail("the teacher trained first"))
@@ -48,3 +49,65 @@ def test_timestamps_that_are_not_unix_seconds_leave_dates_out_with_a_warning(tin
     assert "does not hold unix seconds" in caplog.text and "prompt_dates: False" in caplog.text
     batch = next(iter(train_data))
     assert model._time_seq(batch) is None
+
+
+def _copy_tiny(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(DATA_DIR / "tiny", data / "tiny")
+    return data
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no item file", r"has no item file .*tiny.item: LLMSRec writes item titles"),
+    ("title not loaded", r"item_text_field='title' is not a loaded item field .* add it to load_col"),
+])
+def test_missing_titles_are_explained_by_their_cause(tiny_settings, tmp_path, case, message, monkeypatch):
+    monkeypatch.setattr(quick_start, "train_teacher", lambda *a, **k: pytest.fail("the teacher trained first"))
+    data = _copy_tiny(tmp_path)
+    settings = {**tiny_settings, "data_path": str(data), "checkpoint_dir": str(tmp_path)}
+    if case == "no item file":
+        (data / "tiny" / "tiny.item").unlink()
+    else:
+        settings["load_col"] = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]}
+    with pytest.raises(ValueError, match=message):
+        run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
+
+
+def test_a_dataset_without_validation_interactions_is_refused_up_front(tiny_settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(quick_start, "train_teacher", lambda *a, **k: pytest.fail("the teacher trained first"))
+    data = _copy_tiny(tmp_path)
+    inter = data / "tiny" / "tiny.inter"
+    header, *rows = inter.read_text().splitlines()
+    per_user: dict[str, list[str]] = {}
+    for row in rows:
+        per_user.setdefault(row.split("\t")[0], []).append(row)
+    kept = [row for user_rows in per_user.values() for row in user_rows[:2]]
+    inter.write_text("\n".join([header, *kept]) + "\n")  # two interactions per user: train and test only
+    settings = {**tiny_settings, "data_path": str(data), "checkpoint_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="No user of dataset 'tiny' has a validation interaction"):
+        run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
+
+
+def test_a_mistyped_local_llm_path_fails_at_once_with_the_path(tiny_settings, tmp_path):
+    from recbole_llmsrec.llm import resolve_llm_path
+
+    with pytest.raises(FileNotFoundError, match="llm_path='./modles/SmolLM2': no such folder"):
+        resolve_llm_path("./modles/SmolLM2")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        resolve_llm_path(str(tmp_path / "missing" / "llm"))
+
+
+def test_an_encoder_llm_is_refused_at_load(tiny_llm_dir, tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from recbole_llmsrec.llm import load_llm
+
+    bert_dir = tmp_path / "bert"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    tokenizer.save_pretrained(bert_dir)
+    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64)).save_pretrained(bert_dir)
+    with pytest.raises(ValueError, match="is a bert model whose hidden states depend on later tokens"):
+        load_llm(str(bert_dir), torch.device("cpu"))
+    llm, _ = load_llm(str(tiny_llm_dir), torch.device("cpu"))  # a causal LLM passes the same check
+    assert llm.config.model_type == "llama"

@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 from transformers import DynamicCache
 
+from recbole_llmsrec.fingerprints import data_fingerprint, file_fingerprint, llm_fingerprint
 from recbole_llmsrec.llm import cache_argument, load_llm, resolve_tokens_per_pass
 from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles, pack_by_tokens
 from recbole_llmsrec.teacher import load_teacher
@@ -70,6 +71,7 @@ class LLMSRec(SequentialRecommender):
         self.uniform_weight = config["uniform_weight"]
         self.distill_reduction = config["distill_reduction"]
         self.teacher_dropout = config["teacher_dropout"]
+        self.cf_user_head_trainable = config["cf_user_head_trainable"]
         self.llm_tokens_per_pass = resolve_tokens_per_pass(config["llm_tokens_per_pass"], config["device"])
         self.llm_prefix_cache = config["llm_prefix_cache"]
         self.llm_gradient_checkpointing = config["llm_gradient_checkpointing"]
@@ -94,6 +96,12 @@ class LLMSRec(SequentialRecommender):
             max_title_tokens=config["max_title_tokens"],
         )
         self.user_history = self._interacted_items(dataset)
+        # what a checkpoint of this model must be loaded with (checked by load_checkpoint)
+        self.fingerprints = {
+            "data": data_fingerprint(dataset),
+            "teacher": file_fingerprint(config["teacher_checkpoint"]),
+            "llm": llm_fingerprint(llm, self.prompts.history_token_id),  # the first of the plugin's added tokens
+        }
         llm_size = llm.get_input_embeddings().embedding_dim
         cf_size = teacher.item_embedding.embedding_dim
 
@@ -111,6 +119,9 @@ class LLMSRec(SequentialRecommender):
         mean, std = token_embeddings.mean().item(), token_embeddings.std().item()
         nn.init.normal_(self.user_out_embedding, mean, std)
         nn.init.normal_(self.item_out_embedding, mean, std)
+        # Frozen, f_cf_user is a fixed random projection of the teacher's vector: the distillation
+        # target cannot move towards u, so u must move towards (every part of) the teacher's state.
+        self.cf_user_head.requires_grad_(self.cf_user_head_trainable)
         self._eval_cache: dict = {"fingerprint": None, "versions": None, "items": None, "users": {}}
         self._prefix_cache: dict = {}
         self.last_distill_cosine: torch.Tensor | None = None  # mean cosine(u, z) of the last training batch, 0-d

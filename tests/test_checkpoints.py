@@ -1,0 +1,118 @@
+"""Checkpoints that cannot be confused: fingerprints of data, teacher and LLM; unreadable files named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from recbole.data import create_dataset
+from recbole.utils import init_seed
+from transformers import AutoModelForCausalLM
+
+from recbole_llmsrec.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from recbole_llmsrec.config import Config
+from recbole_llmsrec.data_preparation import build_dataloaders
+from recbole_llmsrec.quick_start import load_data_and_model
+from recbole_llmsrec.teacher import load_teacher
+from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
+from recbole_llmsrec.utils import get_model
+
+from helpers import build_llmsrec
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_settings, tmp_path_factory):
+    """A saved LLMSRec checkpoint of the tiny run, its config and model."""
+    config, model, _ = build_llmsrec(tiny_settings)
+    path = tmp_path_factory.mktemp("ckpt") / "llmsrec.safetensors"
+    save_checkpoint(path, model, config, {"epoch": 0, "finished": True}, model.fingerprints)
+    return path, config, model
+
+
+def test_checkpoint_stores_the_fingerprints_and_a_rebuilt_run_matches_them(trained):
+    path, _, model = trained
+    stored = read_metadata(path)["fingerprints"]
+    assert set(stored) == {"data", "teacher", "llm"} and stored == model.fingerprints
+    _, rebuilt, *_ = load_data_and_model(str(path))  # same data, teacher and LLM: accepted
+    assert rebuilt.fingerprints == stored
+
+
+def test_another_llm_of_the_same_shape_is_refused(trained, tiny_settings, tmp_path):
+    path, config, _ = trained
+    other_llm = tmp_path / "other_llm"
+    shutil.copytree(tiny_settings["llm_path"], other_llm)
+    llm = AutoModelForCausalLM.from_pretrained(other_llm)
+    with torch.no_grad():
+        llm.model.layers[0].mlp.down_proj.weight.mul_(1.01)  # "fine-tuned a little"
+    llm.save_pretrained(other_llm)
+    _, other, _ = build_llmsrec(tiny_settings, llm_path=str(other_llm), teacher_checkpoint=config["teacher_checkpoint"])
+    with pytest.raises(ValueError, match=r"the LLM \(config and weights\) \(stored \w+, now \w+\)") as error:
+        load_checkpoint(path, other)
+    assert "training data (" not in str(error.value) and "teacher checkpoint (" not in str(error.value)
+
+
+def test_a_teacher_trained_on_other_data_under_the_same_name_is_refused(tiny_settings, tmp_path):
+    other_data = tmp_path / "data"
+    shutil.copytree(DATA_DIR, other_data)
+    inter = other_data / "tiny" / "tiny.inter"
+    lines = inter.read_text().splitlines()
+    inter.write_text("\n".join(lines[:-5]) + "\n")  # the same dataset name, five interactions fewer
+    other_config, *_ = build_llmsrec(tiny_settings, data_path=str(other_data), checkpoint_dir=str(tmp_path))
+
+    config = Config(model="LLMSRec", dataset="tiny",
+                    config_dict={**tiny_settings, "teacher_checkpoint": other_config["teacher_checkpoint"]})
+    train_split = create_dataset(config).build()[0]
+    with pytest.raises(ValueError, match=r"teacher_checkpoint .* the training data .*\(stored \w+, now \w+\)"):
+        load_teacher(config, train_split)
+
+
+def test_a_truncated_checkpoint_is_named_with_the_fix(trained, tmp_path):
+    path, _, model = trained
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"{cut}.*truncated"):
+        load_checkpoint(cut, model)
+    with pytest.raises(ValueError, match=f"{cut}.*truncated"):
+        load_data_and_model(str(cut))
+
+
+class Killed(Exception):
+    """Stands for the end of a process after a validation."""
+
+
+def test_a_recbole_baseline_killed_after_an_epoch_resumes_to_the_same_weights(tiny_settings, tmp_path):
+    settings = {k: tiny_settings[k] for k in ("data_path", "show_progress", "state", "seed")}
+    settings.update(epochs=4, hidden_size=16, checkpoint_dir=str(tmp_path), metrics=["NDCG", "Hit"], topk=[10],
+                    valid_metric="NDCG@10", stopping_step=100, load_col={"inter": ["user_id", "item_id", "timestamp"]})
+
+    def fresh_run():
+        config = Config(model="GRU4Rec", dataset="tiny", config_dict=settings)
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        splits = dataset.build()
+        train_data, valid_data, _ = build_dataloaders(config, dataset, splits)
+        init_seed(config["seed"], config["reproducibility"])
+        return SafetensorsCheckpointTrainer(config, get_model("GRU4Rec")(config, splits[0])), train_data, valid_data
+
+    uninterrupted, train_data, valid_data = fresh_run()
+    uninterrupted.fit(train_data, valid_data)
+
+    killed, train_data, valid_data = fresh_run()
+
+    def kill_after_two_epochs(epoch_idx, valid_score):
+        if epoch_idx == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        killed.fit(train_data, valid_data, callback_fn=kill_after_two_epochs)
+
+    resumed, train_data, valid_data = fresh_run()
+    resumed.resume_checkpoint(killed.saved_model_file)
+    resumed.fit(train_data, valid_data)
+    expected = uninterrupted.model.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in resumed.model.state_dict().items())
+    assert resumed.best_valid_score == uninterrupted.best_valid_score
