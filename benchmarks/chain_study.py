@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--only", type=int, nargs="*", help="run only these rows of the grid (0-based)")
     parser.add_argument("--random-weights", action="store_true", help="the LLM's shape with random weights")
     parser.add_argument("--specs", nargs="*", help="run these --compare specs instead of the grid")
+    parser.add_argument("--jump", type=float, default=0.0,
+                        help="probability that a step jumps to a random item: > 0 makes only the last item predictive")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/chain_study.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -83,7 +85,8 @@ def main() -> None:
         f"# Convergence on the order-determined synthetic dataset ({LLM_NAMES[args.llm]}"
         f"{', random weights' if args.random_weights else ''})", "",
         f"Command: `python {' '.join(sys.argv)}`. 150 users walking "
-        f"one cycle of 60 items, 4 history items per prompt, batch 10, {args.epochs} epochs = {15 * args.epochs} steps, "
+        f"one cycle of 60 items{f', jumping to a random item with probability {args.jump} per step' if args.jump else ''}, "
+        f"4 history items per prompt, batch 10, {args.epochs} epochs = {15 * args.epochs} steps, "
         "2 validations per epoch, no early stopping; test in 1 target + 99 sampled negatives. "
         f"Mean over {args.seeds} seeds (each seed its own teacher); seconds: all seeds.", "",
         "cos(orig, shuffled): mean cosine between each test user's vector from the original and from the "
@@ -94,7 +97,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_chain_dataset(folder / "data", n_items=60, n_users=150, titles=True)
+        write_chain_dataset(folder / "data", n_items=60, n_users=150, titles=True, jump_probability=args.jump)
         llm = build_tiny_llm(folder / "llm") if args.llm == "tiny" else None
         config_file = folder / "chain-study.yaml"
         config_file.write_text(yaml.safe_dump({**profile(folder, llm, args.epochs),

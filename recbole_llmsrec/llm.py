@@ -132,7 +132,7 @@ def load_causal_lm(
     current seed): what the pre-trained weights contribute is the difference.
     """
     source = resolve_llm_path(llm_path)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)
     dtype = resolve_dtype(llm_dtype, device)
     if random_weights:
         causal_lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=dtype)
@@ -162,11 +162,24 @@ def check_causal(causal_lm: PreTrainedModel, llm_path: str | None) -> None:
         )
 
 
-def add_special_tokens(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Add ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]`` (and a pad token if missing); resize embeddings."""
+def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a resolved LLM folder or hub id (:func:`resolve_llm_path`), with
+    ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]`` (and a pad token if missing) added."""
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    add_prompt_tokens(tokenizer)
+    return tokenizer
+
+
+def add_prompt_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Add ``[HistoryEmb]``, ``[UserOut]``, ``[ItemOut]`` (and a pad token if missing); idempotent."""
     tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+
+
+def add_special_tokens(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Add the prompt tokens to ``tokenizer`` (:func:`add_prompt_tokens`) and resize the embeddings to it."""
+    add_prompt_tokens(tokenizer)
     # The new rows are always overwritten by injected vectors (or sit in padding): no mean init.
     causal_lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
 

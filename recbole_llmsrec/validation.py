@@ -10,7 +10,8 @@ import logging
 
 import numpy as np
 
-from recbole_llmsrec.prompts import item_titles
+from recbole_llmsrec.llm import load_tokenizer, resolve_llm_path
+from recbole_llmsrec.prompts import PromptBuilder, item_titles
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,16 @@ def check_inputs(config, dataset, valid_dataset=None) -> None:
 
     Raises:
         ValueError: a setting out of range (:func:`check_settings`), ``item_text_field``
-            not a loaded item field (from :func:`item_titles`), or no validation interaction.
+            not a loaded item field (from :func:`item_titles`), ``max_prompt_tokens`` too small
+            for the prompt template, or no validation interaction.
+        FileNotFoundError: ``llm_path`` does not exist.
     """
     check_settings(config)
-    item_titles(dataset, config["item_text_field"])
+    titles = item_titles(dataset, config["item_text_field"])
+    # The tokenizer alone (seconds): a wrong llm_path or a max_prompt_tokens too small for the
+    # prompt template fail here, not after the teacher has trained.
+    PromptBuilder(load_tokenizer(resolve_llm_path(config["llm_path"])), titles, history_length=config["history_length"],
+                  max_prompt_tokens=config["max_prompt_tokens"], max_title_tokens=config["max_title_tokens"])
     if valid_dataset is not None and len(valid_dataset.inter_feat) == 0:
         raise ValueError(
             f"No user of dataset {config['dataset']!r} has a validation interaction under eval_args.split="

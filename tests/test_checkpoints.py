@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 from transformers import AutoModelForCausalLM
 
-from recbole_llmsrec.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from recbole_llmsrec.checkpoint import load_checkpoint, read_metadata, read_tensors, save_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.quick_start import load_data_and_model
@@ -22,6 +28,7 @@ from recbole_llmsrec.utils import get_model
 from helpers import build_llmsrec
 
 DATA_DIR = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +123,54 @@ def test_a_recbole_baseline_killed_after_an_epoch_resumes_to_the_same_weights(ti
     expected = uninterrupted.model.state_dict()
     assert all(torch.equal(value, expected[name]) for name, value in resumed.model.state_dict().items())
     assert resumed.best_valid_score == uninterrupted.best_valid_score
+
+
+def test_a_killed_process_resumed_from_the_command_line_ends_with_the_uninterrupted_weights(tiny_settings, tmp_path):
+    """Fault injection: SIGKILL a real run after a validation, ``--resume`` it, compare with a run left alone."""
+    settings = {**tiny_settings, "model": "LLMSRec", "dataset": "tiny", "epochs": 6, "validations_per_epoch": 2,
+                "stopping_step": 100, "learning_rate": 0.01}
+    command = [sys.executable, str(ROOT / "run_recbole_llmsrec.py")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def config_file(folder: Path) -> str:
+        folder.mkdir()
+        path = folder / "run.yaml"
+        path.write_text(yaml.safe_dump({**settings, "checkpoint_dir": str(folder),
+                                        "teacher_checkpoint": tiny_teacher(tiny_settings)}))
+        return str(path)
+
+    alone = tmp_path / "alone"
+    subprocess.run(command + [f"--config_files={config_file(alone)}"], check=True, env=environment, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command + [f"--config_files={config_file(killed)}"], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        checkpoints = list(killed.glob("LLMSRec-*.safetensors"))
+        if checkpoints and _resume_round(checkpoints[0]) is not None:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait() == -signal.SIGKILL, "the run ended before a resume state could be killed"
+    checkpoint = next(killed.glob("LLMSRec-*.safetensors"))
+    assert read_metadata(checkpoint)["training"]["finished"] is False
+
+    subprocess.run(command + [f"--resume={checkpoint}"], check=True, env=environment, capture_output=True)
+    resumed, finished = read_metadata(checkpoint), read_metadata(next(alone.glob("LLMSRec-*.safetensors")))
+    assert resumed["training"] == finished["training"] and resumed["training"]["finished"] is True
+    resumed_weights, _ = read_tensors(checkpoint)
+    expected, _ = read_tensors(next(alone.glob("LLMSRec-*.safetensors")))
+    assert all(torch.equal(resumed_weights[name], expected[name]) for name in expected)
+
+
+def tiny_teacher(tiny_settings) -> str:
+    config, *_ = build_llmsrec(tiny_settings)
+    return config["teacher_checkpoint"]
+
+
+def _resume_round(path: Path) -> int | None:
+    try:
+        return (read_metadata(path)["resume"] or {}).get("round")
+    except ValueError:  # caught mid-write
+        return None

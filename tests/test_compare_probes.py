@@ -161,6 +161,26 @@ def test_per_user_metrics_average_to_recbole_evaluate(tiny_sasrec, mode):
 # ---------------------------------------------------------------------- order-aware vs order-blind
 
 
+@pytest.mark.parametrize("jump_probability", [0.0, 0.5])
+def test_chain_steps_follow_the_cycle_except_for_jumps(tmp_path, jump_probability):
+    write_chain_dataset(tmp_path, n_items=50, n_users=200, length=10, jump_probability=jump_probability)
+    rows = [line.split("\t") for line in (tmp_path / "chain" / "chain.inter").read_text().splitlines()[1:]]
+    histories: dict[str, list[str]] = {}
+    for user, item, _ in rows:
+        histories.setdefault(user, []).append(item)
+    pairs = [(a, b) for items in histories.values() for a, b in zip(items, items[1:])]
+    successors: dict[str, dict[str, int]] = {}
+    for a, b in pairs:
+        successors.setdefault(a, {}).setdefault(b, 0)
+        successors[a][b] += 1
+    # the cycle successor of each item is its most frequent next item; the rest are jumps
+    on_cycle = sum(max(counts.values()) for counts in successors.values()) / len(pairs)
+    if jump_probability == 0:
+        assert on_cycle == 1.0
+    else:  # a jump lands on the cycle successor 1 time in 50
+        assert on_cycle == pytest.approx(1 - jump_probability * 49 / 50, abs=0.06)
+
+
 def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypatch):
     write_chain_dataset(tmp_path / "data")
     profile = tmp_path / "chain-probe.yaml"

@@ -21,6 +21,8 @@ DATA_DIR = Path(__file__).parent / "data"
     ({"validations_per_epoch": 0}, "validations_per_epoch=0 must be a positive integer"),
     ({"lr_decay_per_validation": 0}, r"lr_decay_per_validation=0 must be in \(0, 1\]"),
     ({"eval_args": {"mode": "uniform100"}}, "eval_args.mode='uniform100' .* use full, uni<N>"),
+    ({"max_prompt_tokens": 5}, "max_prompt_tokens=5 cannot hold the prompt template"),
+    ({"llm_path": "./no/such/llm"}, "llm_path='./no/such/llm': no such folder"),
     ({"item_text_field": "movie_title"}, r"item_text_field='movie_title' is not a field of .*tiny.item \(its fields: "),
 ])
 def test_bad_settings_are_refused_before_the_teacher_trains(tiny_settings, overrides, message, monkeypatch, tmp_path):
@@ -28,7 +30,7 @@ def test_bad_settings_are_refused_before_the_teacher_trains(tiny_settings, overr
     settings = {**tiny_settings, "checkpoint_dir": str(tmp_path), **overrides}
     if "eval_args" in overrides:
         settings["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", **overrides["eval_args"]}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
 
 
