@@ -25,3 +25,7 @@ def build_llmsrec(settings: dict, **overrides):
     model = get_model("LLMSRec")(config, splits[0])
     return config, model, (train_data, valid_data, test_data)
 
+
+
+class Killed(Exception):
+    """Raised from a trainer's validation callback: stands for the process dying after a validation round."""

@@ -25,7 +25,7 @@ from recbole_llmsrec.teacher import load_teacher
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model
 
-from helpers import build_llmsrec
+from helpers import Killed, build_llmsrec
 
 DATA_DIR = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,10 +85,6 @@ def test_a_truncated_checkpoint_is_named_with_the_fix(trained, tmp_path):
         load_checkpoint(cut, model)
     with pytest.raises(ValueError, match=f"{cut}.*truncated"):
         load_data_and_model(str(cut))
-
-
-class Killed(Exception):
-    """Stands for the end of a process after a validation."""
 
 
 def test_a_recbole_baseline_killed_after_an_epoch_resumes_to_the_same_weights(tiny_settings, tmp_path):
@@ -174,3 +170,16 @@ def _resume_round(path: Path) -> int | None:
         return (read_metadata(path)["resume"] or {}).get("round")
     except ValueError:  # caught mid-write
         return None
+
+
+def test_using_the_checkpoint_of_an_unfinished_run_warns_and_names_the_resume_command(trained, tmp_path, caplog):
+    path, config, model = trained
+    unfinished = tmp_path / "unfinished.safetensors"
+    save_checkpoint(unfinished, model, config, {"epoch": 0, "finished": False}, model.fingerprints)
+    with caplog.at_level("WARNING"):
+        load_data_and_model(str(unfinished))
+    assert "unfinished run" in caplog.text and f"--resume={unfinished}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_data_and_model(str(path))
+    assert "unfinished run" not in caplog.text

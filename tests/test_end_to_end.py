@@ -78,18 +78,16 @@ def test_missing_default_llm_package_says_how_to_install(monkeypatch):
 
 
 def test_resume_through_the_quick_start_reaches_the_uninterrupted_result(tiny_settings, tmp_path, monkeypatch):
+    from helpers import Killed
     from recbole_llmsrec.checkpoint import read_metadata
     from recbole_llmsrec.trainer import LLMSRecTrainer
 
     settings = {**tiny_settings, "epochs": 2, "validations_per_epoch": 2, "checkpoint_dir": str(tmp_path)}
     uninterrupted = run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
 
-    class Killed(Exception):
-        pass
-
     fit = LLMSRecTrainer.fit
 
-    def killed_after_three_rounds(self, *args, **kwargs):
+    def killed_after_three_rounds(self, *args, **kwargs):  # round 2 ends an epoch (tests/test_schedule.py: mid-epoch)
         def kill(round_idx, valid_score):
             if round_idx == 2:
                 raise Killed

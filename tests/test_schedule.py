@@ -16,7 +16,7 @@ from recbole_llmsrec.trainer import LLMSRecTrainer, validation_rounds
 
 from recbole_llmsrec.data.synthetic import write_chain_dataset
 
-from helpers import build_llmsrec
+from helpers import Killed, build_llmsrec
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -164,10 +164,6 @@ def test_llmsrec_beats_pop_on_an_order_determined_dataset(tiny_llm_dir, tmp_path
     llm, pop = outcome["results"]["LLMSRec"][0], outcome["results"]["Pop"][0]
     assert llm["curve"][-1]["step"] == 45  # 3 epochs of 15 batches
     assert llm["metrics"]["test uni100"]["ndcg@10"] > 2 * pop["metrics"]["test uni100"]["ndcg@10"]
-
-
-class Killed(Exception):
-    """Stands for the end of a process after a validation round."""
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_settings, tmp_path):
