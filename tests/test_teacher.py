@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -95,8 +96,16 @@ def test_teacher_with_other_item_count_or_width_is_refused(tiny_settings, tmp_pa
 
     wider = Config(model="LLMSRec", dataset="tiny", config_dict={
         **tiny_settings, "teacher_checkpoint": path, "teacher_config": {"hidden_size": 32, "inner_size": 32}})
-    with pytest.raises(ValueError, match="does not fit teacher_model=SASRec.*hidden_size"):
+    with pytest.raises(ValueError, match="does not fit teacher_model=SASRec.*hidden_size=32.*other shapes: ") as error:
         load_teacher(wider, dataset)
+    assert len(str(error.value)) < 600 and "more" in str(error.value)  # a few names, then a count
+
+    for layers, problem in ((1, "unexpected: trm_encoder.layer.1."), (3, "missing: trm_encoder.layer.2.")):
+        other_depth = Config(model="LLMSRec", dataset="tiny", config_dict={
+            **tiny_settings, "teacher_checkpoint": path, "teacher_config": {**tiny_settings["teacher_config"], "n_layers": layers}})
+        with pytest.raises(ValueError, match=f"n_layers={layers}.*{re.escape(problem)}") as error:
+            load_teacher(other_depth, dataset)
+        assert len(str(error.value)) < 600
 
 
 def test_missing_teacher_checkpoint_is_explained(tiny_settings):
