@@ -124,8 +124,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON parts of a checkpoint: ``config``, ``training``, ``fingerprints`` and ``resume``.
 
     Raises:
+        FileNotFoundError: no such file.
         ValueError: the file is not a complete plugin checkpoint (e.g. truncated by a full disk).
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
