@@ -1,12 +1,14 @@
 """Convergence study on the order-determined synthetic dataset, with the tests' tiny random LLaMA.
 
 Each next item is a function of the previous one (``recbole_llmsrec.data.synthetic``), so the
-teacher SASRec reaches a perfect score and Pop stays at chance. A grid of LLMSRec settings
+teacher SASRec reaches a perfect score and Pop stays at chance (with ``--jump 0.5``, half the
+steps jump to a random item and the teacher's ceiling is lower). A grid of LLMSRec settings
 (learning rate, distillation reduction, teacher dropout, and the no-distillation ablation)
 and the two ablations trains for the same number of steps through ``--compare``; the table
 reports test uni100 NDCG@10 beside the teacher and Pop and, from the learning curve, the last
 validation score, the last mean cos(u, teacher) and the last uniformity term (whether
-distillation takes hold), each as the mean over seeds.
+distillation takes hold) and the similarity probe's cosine between each user's vector from
+the original and the shuffled history (whether order matters to it), each as the mean over seeds.
 
     python benchmarks/chain_study.py --out benchmarks/results/chain_study.md
     # one setting, longer, with the pretrained SmolLM2-135M instead of the tiny random LLaMA
@@ -15,6 +17,9 @@ distillation takes hold), each as the mean over seeds.
     # the same LLM shape with random weights: what pre-training contributes
     python benchmarks/chain_study.py --llm smollm2 --random-weights --epochs 20 --seeds 1 --only 8 \
         --out benchmarks/results/chain_study_smollm2_random.md
+    # chosen settings only, with random jumps: only the last item predicts the next
+    python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
+        'LLMSRec[learning_rate=0.001,distill_reduction=sum]' --out benchmarks/results/chain_study_jump.md
 
 Seconds per run are wall time on whatever else the machine runs: compare them only within a run.
 """
