@@ -62,7 +62,7 @@ def main() -> None:
         use_trained_model(parser, args)
         return
     if args.resume:
-        if strip_own_flags(sys.argv[1:]) or args.compare or args.model or args.dataset or args.config_files:
+        if [arg for arg in sys.argv[1:] if not arg.startswith("--resume") and arg != args.resume]:
             parser.error("--resume continues a run with the settings stored in its checkpoint: give it alone")
         sys.argv = sys.argv[:1]  # RecBole's Config would read --resume as a setting
         run_recbole_llmsrec(resume=args.resume)

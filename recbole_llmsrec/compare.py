@@ -33,7 +33,7 @@ from recbole.utils import init_logger, init_seed
 from recbole_llmsrec import probes
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
-from recbole_llmsrec.fingerprints import data_fingerprint
+from recbole_llmsrec.fingerprints import stamp_training_data
 from recbole_llmsrec.quick_start import (
     COMPARISON_METRICS,
     COMPARISON_MODES,
@@ -193,8 +193,7 @@ def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, model_dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if hasattr(trainer, "fingerprints"):  # the plugin's trainers; RecBole's special ones write their own files
-        trainer.fingerprints.setdefault("data", data_fingerprint(model_dataset))
+    stamp_training_data(trainer, model_dataset)
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     return trainer, time.perf_counter() - start

@@ -18,7 +18,7 @@ from recbole.utils import ModelType, init_logger, init_seed, set_color
 from recbole_llmsrec.checkpoint import read_metadata, load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
-from recbole_llmsrec.fingerprints import data_fingerprint
+from recbole_llmsrec.fingerprints import data_fingerprint, stamp_training_data
 from recbole_llmsrec.teacher import teacher_config, train_teacher
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
@@ -117,8 +117,7 @@ def run_recbole_llmsrec(
     recommender = model_class(config, model_dataset).to(config["device"])
     logger.info(recommender)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
-    if hasattr(trainer, "fingerprints"):  # the plugin's trainers; RecBole's special ones write their own files
-        trainer.fingerprints.setdefault("data", data_fingerprint(model_dataset))
+    stamp_training_data(trainer, model_dataset)
     if resume:
         trainer.resume_checkpoint(resume)
 
@@ -159,7 +158,8 @@ def load_data_and_model(model_file: str) -> tuple:
     train_data, valid_data, test_data = build_dataloaders(config, dataset, splits)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, splits[0]).to(config["device"])
-    training = load_checkpoint(model_file, model, getattr(model, "fingerprints", None) or {"data": data_fingerprint(splits[0])})["training"]
+    fingerprints = getattr(model, "fingerprints", None) or {"data": data_fingerprint(splits[0])}
+    training = load_checkpoint(model_file, model, fingerprints)["training"]
     if training and training.get("finished") is False:
         logging.getLogger(__name__).warning(
             "%s is the checkpoint of an unfinished run: these are its best weights so far. "
