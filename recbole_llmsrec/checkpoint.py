@@ -105,18 +105,13 @@ def save_checkpoint(
     if resume is not None:
         resume_tensors, resume_state = resume
         tensors.update({RESUME_PREFIX + name: value.contiguous() for name, value in resume_tensors.items()})
-    metadata = {
-        "format": FORMAT,
-        "config": rebuild_config_dict(config),
-        "training": training_state,
-        "fingerprints": fingerprints or {},
-        "resume": resume_state,
-    }
+    parts = {"config": rebuild_config_dict(config), "training": training_state,
+             "fingerprints": fingerprints or {}, "resume": resume_state}
+    metadata = {"format": FORMAT, **{key: json.dumps(value, default=float) for key, value in parts.items()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".partial")
-    save_file(tensors, str(staging), metadata={key: json.dumps(value, default=float) if key != "format" else value
-                                               for key, value in metadata.items()})
+    save_file(tensors, str(staging), metadata=metadata)
     os.replace(staging, path)
 
 

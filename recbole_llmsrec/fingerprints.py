@@ -69,8 +69,8 @@ def llm_fingerprint(llm: torch.nn.Module, added_tokens_from: int) -> str:
 def stamp_training_data(trainer, train_dataset) -> None:
     """Give a plugin trainer's checkpoints the fingerprint of ``train_dataset`` unless its model
     brings its own (LLMSRec); RecBole's special trainers write their own files and are skipped."""
-    if hasattr(trainer, "fingerprints"):
-        trainer.fingerprints.setdefault("data", data_fingerprint(train_dataset))
+    if hasattr(trainer, "fingerprints") and "data" not in trainer.fingerprints:  # LLMSRec's is already there
+        trainer.fingerprints["data"] = data_fingerprint(train_dataset)
 
 
 def check_fingerprints(stored: dict[str, str] | None, current: dict[str, str], what: str) -> None:

@@ -75,6 +75,7 @@ class SafetensorsCheckpointTrainer(Trainer):
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._best_epoch = -1
         self._resume_from: tuple[dict[str, torch.Tensor], dict] | None = None
+        self._written_after_validation = False
 
     def _training_state(self, finished: bool) -> dict:
         return {"epoch": self._best_epoch, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
@@ -83,7 +84,9 @@ class SafetensorsCheckpointTrainer(Trainer):
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         self._best_weights, self._best_epoch = cpu_tensors(self.model), epoch
-        save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False), self.fingerprints)
+        if not self._written_after_validation:  # else the file is written once, with the resume state
+            save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False),
+                            self.fingerprints)
         if verbose:
             self.logger.info(f"Saving current: {self.saved_model_file}")
 
@@ -139,6 +142,8 @@ class SafetensorsCheckpointTrainer(Trainer):
             set_rng_state(tensors, state["rng"])  # last: restoring the loader may draw numbers
             self._resume_from = None
 
+        self._written_after_validation = saved and bool(valid_data) and self.eval_step > 0
+
         def after_validation(round_idx, valid_score):
             if saved and self._best_weights is not None:
                 save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False),
@@ -146,7 +151,10 @@ class SafetensorsCheckpointTrainer(Trainer):
             if callback_fn:
                 callback_fn(round_idx, valid_score)
 
-        result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        try:
+            result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        finally:
+            self._written_after_validation = False
         if saved and self._best_weights is not None:
             save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(True),
                             self.fingerprints)
