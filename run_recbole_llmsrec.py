@@ -4,6 +4,11 @@
     python run_recbole_llmsrec.py -m SASRec -d ml-100k  # any RecBole model through the plugin
     python run_recbole_llmsrec.py --config_files=a.yaml --epochs=3
 
+    # distributed, as RecBole (README, "Many GPUs"): 4 processes on this machine, or torchrun
+    python run_recbole_llmsrec.py --nproc=4 --gpu_id=0,1,2,3 --config_files=a.yaml
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29400 \
+        run_recbole_llmsrec.py --gpu_id=0,1,2,3,4,5,6,7 --config_files=a.yaml
+
     # compare models on identical data (README, "Compare models"), optionally with the sequence probes
     python run_recbole_llmsrec.py --compare=SASRec,GRU4Rec,LLMSRec,LLMSRec-noDU --dataset=ml-100k \\
         --seeds=1 --probes=all
@@ -19,7 +24,8 @@
 import argparse
 import sys
 
-from recbole_llmsrec.quick_start import default_config_files, run_recbole_llmsrec
+from recbole_llmsrec.distributed import torchrun_settings
+from recbole_llmsrec.quick_start import default_config_files, run, run_recbole_llmsrec
 
 # Flags of this script only: removed from sys.argv before RecBole's Config reads it.
 OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--recommend", "--export", "--users", "--topk", "--out")
@@ -56,6 +62,11 @@ def main() -> None:
     parser.add_argument("--users", type=str, default=None, help="with --recommend: comma-separated user tokens (default: all)")
     parser.add_argument("--topk", type=int, default=10, help="with --recommend: items per user")
     parser.add_argument("--out", type=str, default=None, help="file written by --recommend (.tsv) or --export (.safetensors)")
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU; CPU ranks without GPUs)")
+    parser.add_argument("--ip", type=str, default="localhost", help="address of the machine of rank 0")
+    parser.add_argument("--port", type=str, default="5678", help="free port on the machine of rank 0")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     args, _ = parser.parse_known_args()  # --key=value overrides are read by RecBole's Config
 
     if args.recommend or args.export:
@@ -69,13 +80,21 @@ def main() -> None:
         return
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
+    launched_by_torchrun = torchrun_settings()
     if args.compare is None:
         if args.probes or args.seeds != 1:
             parser.error("--probes and --seeds go with --compare=MODEL,... (the models to train and probe)")
         if args.model is None and args.dataset is None and config_files is None:
             config_files = default_config_files()
-        run_recbole_llmsrec(model=args.model, dataset=args.dataset, config_file_list=config_files)
+        if launched_by_torchrun:  # this process is one rank: torchrun started the others
+            run_recbole_llmsrec(model=args.model, dataset=args.dataset, config_file_list=config_files,
+                                config_dict=launched_by_torchrun)
+            return
+        run(model=args.model, dataset=args.dataset, config_file_list=config_files, nproc=args.nproc,
+            world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
         return
+    if launched_by_torchrun or args.nproc != 1 or args.world_size != -1:
+        parser.error("--compare runs its models one after another in one process: drop --nproc / torchrun")
 
     from recbole_llmsrec.compare import run_comparison
 

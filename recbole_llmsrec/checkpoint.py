@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from recbole_llmsrec.distributed import DISTRIBUTED_KEYS
 from recbole_llmsrec.fingerprints import check_fingerprints
 
 FORMAT = "recbole_llmsrec.checkpoint/1"
@@ -28,8 +29,12 @@ METADATA_KEYS = ("config", "training", "fingerprints", "resume")
 
 
 def rebuild_config_dict(config) -> dict[str, Any]:
-    """The plain settings that rebuild this run's ``Config``: files, dict and command line, merged."""
-    settings = dict(config.external_config_dict)
+    """The plain settings that rebuild this run's ``Config``: files, dict and command line, merged.
+
+    How the run was launched (ranks, world size, rendezvous) is left out: the weights are the
+    same from any number of ranks, and a reload or a resume runs in one process.
+    """
+    settings = {key: value for key, value in config.external_config_dict.items() if key not in DISTRIBUTED_KEYS}
     settings.update(model=config["model"], dataset=config["dataset"], teacher_checkpoint=config["teacher_checkpoint"])
     return json.loads(json.dumps(settings, default=str))
 

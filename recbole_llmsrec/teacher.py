@@ -23,6 +23,7 @@ from recbole.utils.argument_list import dataset_arguments, evaluation_arguments
 from recbole_llmsrec.checkpoint import read_metadata, read_tensors
 from recbole_llmsrec.config import PriorityDictConfig
 from recbole_llmsrec.data_preparation import last_prefix_per_user
+from recbole_llmsrec.distributed import DISTRIBUTED_KEYS, barrier, broadcast_object, is_main_process
 from recbole_llmsrec.fingerprints import check_fingerprints, data_fingerprint
 from recbole_llmsrec.trainer import TeacherTrainer, all_positions
 from recbole_llmsrec.utils import get_model
@@ -38,6 +39,8 @@ SHARED_KEYS = tuple(k for k in dataset_arguments + evaluation_arguments if k != 
 def teacher_config(config) -> PriorityDictConfig:
     """Config of the teacher model: the run's data, split and evaluation, plus ``teacher_config``."""
     overrides = {key: config[key] for key in SHARED_KEYS if config[key] is not None}
+    if not config["single_spec"]:  # the teacher trains and evaluates on the run's ranks
+        overrides.update({key: config[key] for key in DISTRIBUTED_KEYS})
     if "data_path" in config.external_config_dict:  # as given: RecBole appends the dataset name to the final value
         overrides["data_path"] = config.external_config_dict["data_path"]
     overrides.update(config["teacher_config"] or {})
@@ -83,7 +86,11 @@ def supports_all_positions(model, interaction) -> bool:
 
 
 def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, dict[str, Any]]:
-    """Train (or reuse) the teacher on the run's built ``splits``; return its checkpoint and valid/test results."""
+    """Train (or reuse) the teacher on the run's built ``splits``; return its checkpoint and valid/test results.
+
+    In a distributed run the teacher trains on every rank (RecBole's distributed path), rank 0
+    writes its checkpoint, and every rank returns once the file is in place.
+    """
     tconfig = teacher_config(config)
     train_dataset = splits[0]
     path = teacher_checkpoint_path(config, train_dataset)
@@ -91,7 +98,7 @@ def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, di
     teacher = get_model(tconfig["model"])(tconfig, train_dataset).to(tconfig["device"])
     trainer = TeacherTrainer(tconfig, teacher)
     trainer.fingerprints = {"data": data_fingerprint(train_dataset)}
-    if path.is_file():
+    if broadcast_object(path.is_file()):  # rank 0's view: every rank takes the same branch
         logger.info("Reusing the teacher %s", path)
         trainer.saved_model_file = str(path)
         valid_result = trainer.evaluate(valid_data, load_best_model=True, show_progress=tconfig["show_progress"])
@@ -106,12 +113,14 @@ def train_teacher(config, splits: list, valid_data, test_data) -> tuple[Path, di
         logger.warning("%s has no per-position output: training it on every prefix (slower).", tconfig["model"])
     train_data = get_dataloader(tconfig, "train")(tconfig, teacher_train, None, shuffle=tconfig["shuffle"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.training")  # concurrent runs never share a partial file
+    partial = path.with_name(f"{path.name}.{broadcast_object(os.getpid())}.training")  # concurrent runs never share one
     trainer.saved_model_file = str(partial)
     trainer.fit(train_data, valid_data, saved=True, show_progress=tconfig["show_progress"])
     valid_result = trainer.evaluate(valid_data, load_best_model=True, show_progress=tconfig["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=tconfig["show_progress"])
-    os.replace(partial, path)
+    if is_main_process():
+        os.replace(partial, path)
+    barrier()  # no rank reads the teacher before rank 0 has moved it in place
     logger.info("Saved the teacher to %s", path)
     return path, {"valid": valid_result, "test": test_result, "trained": True, "epoch_seconds": trainer.epoch_seconds}
 

@@ -12,12 +12,14 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 
 from recbole_llmsrec.checkpoint import (
     cpu_tensors, load_checkpoint, load_optimizer, optimizer_tensors, read_metadata, read_tensors, rng_state,
     save_checkpoint, set_rng_state,
 )
+from recbole_llmsrec.distributed import all_gather_objects, broadcast_object, is_distributed, is_main_process
 from recbole_llmsrec.fingerprints import check_fingerprints
 
 
@@ -55,6 +57,34 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=0)
 
 
+class RankGatheringCollector(Collector):
+    """RecBole's evaluation collector that, in a distributed run, sees every rank's rows.
+
+    RecBole averages each rank's metrics, weighted by a batch count, over shards that its
+    ``DistributedSampler`` pads with repeated users: close to, but not, the single-process
+    metrics. Here every rank gathers the per-user rows of all ranks, drops the padding and
+    computes the metrics of the whole split itself, as one process would.
+    """
+
+    PER_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")  # RecBole's per-evaluation keys
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.rows: int | None = None  # users of the split being evaluated, set before each evaluation
+
+    def get_data_struct(self):
+        struct = super().get_data_struct()
+        if not is_distributed():
+            return struct
+        local = {key: struct[key] for key in self.PER_ROW_KEYS if key in struct}
+        gathered = all_gather_objects(local)
+        for key in local:
+            # DistributedSampler gives rank r the split's rows r, r + W, r + 2W, ... (padded to equal counts)
+            interleaved = torch.stack([rows[key] for rows in gathered], 1).flatten(0, 1)  # [M * W, ...]
+            struct[key] = interleaved[: self.rows]
+        return struct
+
+
 class SafetensorsCheckpointTrainer(Trainer):
     """RecBole's trainer with pickle-free checkpoints (safetensors) and exact resume.
 
@@ -65,12 +95,17 @@ class SafetensorsCheckpointTrainer(Trainer):
     loader's shuffling generator and every global random generator. :meth:`resume_checkpoint`
     continues from it to the same result as the uninterrupted run; the finished run's
     checkpoint drops it.
+
+    In a distributed run every rank keeps the best weights in memory and evaluates on all
+    users' rows (:class:`RankGatheringCollector`); only rank 0 writes the checkpoint.
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
         # RecBole names checkpoints by the second: two runs started together would share one.
-        self.saved_model_file = f"{os.path.splitext(self.saved_model_file)[0]}-{uuid.uuid4().hex[:8]}.safetensors"
+        unique_name = f"{os.path.splitext(self.saved_model_file)[0]}-{uuid.uuid4().hex[:8]}.safetensors"
+        self.saved_model_file = broadcast_object(unique_name)  # every rank names rank 0's file
+        self.eval_collector = RankGatheringCollector(config)
         self.fingerprints: dict[str, str] = dict(getattr(model, "fingerprints", {}))
         self._best_weights: dict[str, torch.Tensor] | None = None
         self._best_epoch = -1
@@ -81,12 +116,17 @@ class SafetensorsCheckpointTrainer(Trainer):
         return {"epoch": self._best_epoch, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
                 "finished": finished}
 
+    def _write_checkpoint(self, finished: bool, resume: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
+        """Write the best weights (and the resume state) to the run's checkpoint; rank 0 only."""
+        if is_main_process():
+            save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(finished),
+                            self.fingerprints, resume=resume)
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         self.saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         self._best_weights, self._best_epoch = cpu_tensors(self.model), epoch
         if not self._written_after_validation:  # else the file is written once, with the resume state
-            save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False),
-                            self.fingerprints)
+            self._write_checkpoint(finished=False)
         if verbose:
             self.logger.info(f"Saving current: {self.saved_model_file}")
 
@@ -145,9 +185,8 @@ class SafetensorsCheckpointTrainer(Trainer):
         self._written_after_validation = saved and bool(valid_data) and self.eval_step > 0
 
         def after_validation(round_idx, valid_score):
-            if saved and self._best_weights is not None:
-                save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(False),
-                                self.fingerprints, resume=self._resume_state(round_idx, train_data))
+            if saved and self._best_weights is not None and is_main_process():
+                self._write_checkpoint(finished=False, resume=self._resume_state(round_idx, train_data))
             if callback_fn:
                 callback_fn(round_idx, valid_score)
 
@@ -156,16 +195,22 @@ class SafetensorsCheckpointTrainer(Trainer):
         finally:
             self._written_after_validation = False
         if saved and self._best_weights is not None:
-            save_checkpoint(self.saved_model_file, self._best_weights, self.config, self._training_state(True),
-                            self.fingerprints)
+            self._write_checkpoint(finished=True)
         return result
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
-            checkpoint_file = model_file or self.saved_model_file
-            load_checkpoint(checkpoint_file, self.model, self.fingerprints)
-            self.logger.info(f"Loading model parameters from {checkpoint_file}")
+            if model_file is None and self._best_weights is not None:  # this run's best, kept on every rank
+                self.model.load_state_dict(self._best_weights)
+            else:
+                load_checkpoint(model_file or self.saved_model_file, self.model, self.fingerprints)
+            self.logger.info(f"Loading model parameters from {model_file or self.saved_model_file}")
+        if eval_data:
+            self.eval_collector.rows = eval_data.sample_size
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def _map_reduce(self, result, num_sample):
+        return result  # every rank already computed the whole split's metrics (RankGatheringCollector)
 
 
 class TrainingDiverged(RuntimeError):
@@ -183,7 +228,9 @@ class EpochSlice:
 
     def __init__(self, loader, size: int, batches) -> None:
         self.size, self.batches = size, batches
-        self.shuffle, self.sampler = loader.shuffle, getattr(loader, "sampler", None)  # what _train_epoch reads
+        # Read by RecBole's distributed _train_epoch, which would restart the sampler's epoch at
+        # every slice; LLMSRecTrainer starts each epoch itself.
+        self.shuffle = False
 
     def __len__(self) -> int:
         return self.size
@@ -288,8 +335,6 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         self._round_idx = epoch_idx
         within = epoch_idx % len(self._rounds)
         if within == 0 or self._batches is None:
-            if hasattr(train_data, "sampler") and hasattr(train_data.sampler, "set_epoch"):
-                train_data.sampler.set_epoch(epoch_idx // len(self._rounds))
             self._epoch_start_loader_state = train_data.generator.get_state()  # a resume replays this epoch's shuffle
             self._batches = iter(train_data)
         cosines: list[torch.Tensor] = []

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
-from recbole_llmsrec.llm import load_tokenizer, resolve_llm_path
+from recbole_llmsrec.llm import load_tokenizer, quantization_config, resolve_llm_path
 from recbole_llmsrec.prompts import PromptBuilder, item_titles
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def check_settings(config) -> None:
         _positive_int(config, key)
     if config["distill_reduction"] not in DISTILL_REDUCTIONS:
         raise ValueError(f"distill_reduction={config['distill_reduction']!r} is not one of {', '.join(DISTILL_REDUCTIONS)}.")
+    quantization_config(config["llm_quantization"], config["device"], torch.float32)  # before the teacher trains
     decay = config["lr_decay_per_validation"]
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
         raise ValueError(f"lr_decay_per_validation={decay!r} must be in (0, 1] (1 keeps the learning rate).")

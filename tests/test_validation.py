@@ -23,6 +23,7 @@ DATA_DIR = Path(__file__).parent / "data"
     ({"eval_args": {"mode": "uniform100"}}, "eval_args.mode='uniform100' .* use full, uni<N>"),
     ({"max_prompt_tokens": 5}, "max_prompt_tokens=5 cannot hold the prompt template"),
     ({"llm_path": "./no/such/llm"}, "llm_path='./no/such/llm': no such folder"),
+    ({"llm_quantization": "4bit"}, "llm_quantization=4bit needs a CUDA GPU .* set llm_quantization: none"),
     ({"item_text_field": "movie_title"}, r"item_text_field='movie_title' is not a field of .*tiny.item \(its fields: "),
 ])
 def test_bad_settings_are_refused_before_the_teacher_trains(tiny_settings, overrides, message, monkeypatch, tmp_path):
@@ -113,3 +114,19 @@ def test_an_encoder_llm_is_refused_at_load(tiny_llm_dir, tmp_path):
         load_llm(str(bert_dir), torch.device("cpu"))
     llm, _ = load_llm(str(tiny_llm_dir), torch.device("cpu"))  # a causal LLM passes the same check
     assert llm.config.model_type == "llama"
+
+
+def test_llm_quantization_settings_and_a_missing_bitsandbytes(monkeypatch):
+    from recbole_llmsrec import llm
+
+    with pytest.raises(ValueError, match="llm_quantization='3bit' is not one of none, 8bit, 4bit"):
+        llm.quantization_config("3bit", torch.device("cpu"), torch.float32)
+    assert llm.quantization_config("none", torch.device("cpu"), torch.float32) is None
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(llm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install bitsandbytes"):
+        llm.quantization_config("8bit", cuda, torch.bfloat16)
+    monkeypatch.setattr(llm.importlib.util, "find_spec", lambda name: object())
+    nf4 = llm.quantization_config("4bit", cuda, torch.bfloat16)
+    assert nf4.load_in_4bit and nf4.bnb_4bit_quant_type == "nf4" and nf4.bnb_4bit_compute_dtype == torch.bfloat16
+    assert llm.quantization_config("8bit", cuda, torch.bfloat16).load_in_8bit

@@ -31,6 +31,9 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 from transformers import DynamicCache
 
+from recbole_llmsrec.distributed import (
+    gather_shards, global_batch, gradient_for_ddp_average, is_distributed, local_rows, rank_and_world,
+)
 from recbole_llmsrec.fingerprints import data_fingerprint, file_fingerprint, llm_fingerprint
 from recbole_llmsrec.llm import cache_argument, load_llm, resolve_tokens_per_pass
 from recbole_llmsrec.prompts import Prompt, PromptBuilder, item_titles, pack_by_tokens
@@ -56,6 +59,9 @@ class LLMSRec(SequentialRecommender):
     r"""LLM-SRec: a frozen LLM made sequence-aware by distilling a frozen CF-SRec teacher."""
 
     input_type = InputType.POINTWISE
+    # In a distributed run every rank reads the whole global batch and encodes its own rows
+    # (calculate_loss), so that N ranks follow the single-process run step for step.
+    reads_global_batch = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -75,6 +81,7 @@ class LLMSRec(SequentialRecommender):
         self.llm_tokens_per_pass = resolve_tokens_per_pass(config["llm_tokens_per_pass"], config["device"])
         self.llm_prefix_cache = config["llm_prefix_cache"]
         self.llm_gradient_checkpointing = config["llm_gradient_checkpointing"]
+        self.llm_quantization = config["llm_quantization"]
         self.show_progress = config["show_progress"]
         time_list_field = f"{config['TIME_FIELD']}{config['LIST_SUFFIX']}"
         # Dates only from unix seconds: other time fields (positions, milliseconds) are left out.
@@ -84,7 +91,9 @@ class LLMSRec(SequentialRecommender):
         # frozen parts: kept out of the module tree so that they have no optimizer state,
         # never enter state_dict() / checkpoints, and stay in eval mode under model.train().
         teacher = load_teacher(config, dataset)
-        llm, tokenizer = load_llm(config["llm_path"], config["device"], config["llm_dtype"], config["llm_random_weights"])
+        llm, tokenizer = load_llm(
+            config["llm_path"], config["device"], config["llm_dtype"], config["llm_random_weights"], self.llm_quantization
+        )
         object.__setattr__(self, "teacher", teacher)
         object.__setattr__(self, "llm", llm)
         self._cache_argument = cache_argument(llm)
@@ -135,7 +144,8 @@ class LLMSRec(SequentialRecommender):
     def _apply(self, fn, *args, **kwargs):
         # .to(device) must also move the frozen parts that live outside the module tree.
         super()._apply(fn, *args, **kwargs)
-        self.llm._apply(fn)
+        if self.llm_quantization in (None, "none"):  # quantised weights are loaded onto their device and stay
+            self.llm._apply(fn)
         self.teacher._apply(fn)
         return self
 
@@ -162,30 +172,42 @@ class LLMSRec(SequentialRecommender):
         return indptr, pairs[:, 1].contiguous()
 
     # ------------------------------------------------------------------ encoders
-    def _llm_output_states(
-        self, prompts: Sequence[Prompt], prefix_ids: list[int], output_vector: torch.Tensor, output_token_id: int, what: str
+    def _llm_vectors(
+        self,
+        prompts: Sequence[Prompt],
+        prefix_ids: list[int],
+        output_vector: torch.Tensor,
+        output_token_id: int,
+        head: nn.Module,
+        what: str,
+        sharded: bool = False,
     ) -> torch.Tensor:
-        """LLM last hidden state at each prompt's output token, ``[len(prompts), d_llm]``.
+        """``head`` of the LLM's last hidden state at each prompt's output token, ``[len(prompts), d']``.
 
         Prompts that all start with ``prefix_ids`` reuse its cached keys and values. Prompts run
         length-sorted, packed into passes of at most ``llm_tokens_per_pass`` padded tokens: little
         padding, few passes (on a GPU a pass costs about as much as it launches). Long evaluation
-        passes show a progress bar.
+        passes show a progress bar. ``sharded`` (a collective call in a distributed run): each
+        rank runs every world-size-th pass and the vectors are all-gathered; a pass is the
+        same computation on any rank, so the vectors equal the single-process ones.
         """
         skip = self.prompts.shared_prefix_length(prompts, prefix_ids) if self.llm_prefix_cache else 0
         prefix = self._prefix_key_values(prefix_ids) if skip else None
-        chunks = pack_by_tokens([len(p.token_ids) - skip for p in prompts], self.llm_tokens_per_pass)
-        order = [i for chunk in chunks for i in chunk]
-        if self.show_progress and not torch.is_grad_enabled() and len(chunks) > 1:
-            chunks = tqdm(chunks, desc=f"LLM {what} vectors", ncols=100, leave=False)
-        states = [
-            self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk], skip), prefix, output_vector, output_token_id)
-            for chunk in chunks
+        passes = pack_by_tokens([len(p.token_ids) - skip for p in prompts], self.llm_tokens_per_pass)
+        rank, world = rank_and_world() if sharded else (0, 1)
+        shards = [passes[r::world] for r in range(world)]
+        mine = shards[rank]
+        if self.show_progress and not torch.is_grad_enabled() and len(mine) > 1:
+            mine = tqdm(mine, desc=f"LLM {what} vectors", ncols=100, leave=False)
+        parts = [
+            head(self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk], skip), prefix, output_vector, output_token_id))
+            for chunk in mine
         ]
-        states = torch.cat(states)  # [N, d_llm] in sorted order
-        inverse = torch.empty(len(order), dtype=torch.long, device=states.device)
-        inverse[torch.tensor(order, device=states.device)] = torch.arange(len(order), device=states.device)
-        return states[inverse]
+        vectors = torch.cat(parts) if parts else output_vector.new_zeros(0, head[-1].out_features)  # [n_mine, d'] in pass order
+        if world > 1:
+            vectors = gather_shards(vectors, [sum(map(len, shard)) for shard in shards])  # [N, d'] in pass order
+        order = torch.tensor([i for shard in shards for chunk in shard for i in chunk], device=vectors.device)
+        return vectors[torch.argsort(order)]
 
     def _prefix_key_values(self, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer keys and values ``[1, kv_heads, P, head_dim]`` of a constant prompt prefix.
@@ -229,24 +251,28 @@ class LLMSRec(SequentialRecommender):
             return checkpoint(output_states, embeddings, use_reentrant=False).float()
         return output_states(embeddings).float()
 
-    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """Item vectors ``v = f_item(h_I)`` for item ids ``[N]``, ``[N, d']``."""
-        states = self._llm_output_states(
+    def encode_items(self, item_ids: torch.Tensor, sharded: bool = False) -> torch.Tensor:
+        """Item vectors ``v = f_item(h_I)`` for item ids ``[N]``, ``[N, d']`` (``sharded``: see :meth:`_llm_vectors`)."""
+        return self._llm_vectors(
             self.prompts.item_prompts(item_ids),
             self.prompts.item_prefix_ids,
             self.item_out_embedding,
             self.prompts.item_out_token_id,
+            self.item_head,
             "item",
+            sharded,
         )
-        return self.item_head(states)
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, time_seq: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors ``u = f_user(h_U)`` for padded histories ``[B, L]``, ``[B, d']``."""
-        prompts = self.prompts.user_prompts(item_seq, item_seq_len, time_seq)
-        states = self._llm_output_states(
-            prompts, self.prompts.user_prefix_ids, self.user_out_embedding, self.prompts.user_out_token_id, "user"
+        return self._llm_vectors(
+            self.prompts.user_prompts(item_seq, item_seq_len, time_seq),
+            self.prompts.user_prefix_ids,
+            self.user_out_embedding,
+            self.prompts.user_out_token_id,
+            self.user_head,
+            "user",
         )
-        return self.user_head(states)
 
     # ------------------------------------------------------------------ training
     def sample_negatives(self, users: torch.Tensor, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -278,23 +304,31 @@ class LLMSRec(SequentialRecommender):
         return None
 
     def calculate_loss(self, interaction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Weighted (retrieval, distillation, uniformity) losses; RecBole's trainer sums them."""
+        """Weighted (retrieval, distillation, uniformity) losses; RecBole's trainer sums them.
+
+        In a distributed run ``interaction`` is the whole global batch on every rank: random
+        draws (negatives, the teacher's dropout) are made for all of it, as in one process, and
+        each rank runs the LLM on its own rows (``rows``); the losses are of the whole batch.
+        """
         item_seq = interaction[self.ITEM_SEQ]  # [B, L]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
         targets = interaction[self.POS_ITEM_ID]  # [B]
-        user_vectors = self.forward(item_seq, item_seq_len, self._time_seq(interaction))  # [B, d']
+        time_seq = self._time_seq(interaction)  # [B, L] or None
+        rows = local_rows(len(targets))  # every row in one process
+        user_vectors = self.forward(item_seq[rows], item_seq_len[rows], None if time_seq is None else time_seq[rows])  # [b, d']
 
-        negatives = self.sample_negatives(interaction[self.USER_ID], item_seq, targets)  # [B, K]
-        candidates = torch.cat([targets.unsqueeze(1), negatives], 1)  # [B, 1 + K]
+        negatives = self.sample_negatives(interaction[self.USER_ID], item_seq, targets)[rows]  # [b, K]
+        candidates = torch.cat([targets[rows].unsqueeze(1), negatives], 1)  # [b, 1 + K]
         distinct_items, positions = torch.unique(candidates, return_inverse=True)
-        candidate_vectors = self.encode_items(distinct_items)[positions]  # [B, 1 + K, d']
+        candidate_vectors = self.encode_items(distinct_items)[positions]  # [b, 1 + K, d']
         with torch.no_grad():
             # The authors compute the target with the teacher in train mode (its dropout on).
             self.teacher.train(self.teacher_dropout)
-            teacher_users = self.teacher(item_seq, item_seq_len)  # [B, d_cf]
+            teacher_users = self.teacher(item_seq, item_seq_len)[rows]  # [b, d_cf]
             self.teacher.eval()
-        cf_user_vectors = self.cf_user_head(teacher_users)  # [B, d']
-        return self.weighted_losses(user_vectors, candidate_vectors, cf_user_vectors)
+        cf_user_vectors = self.cf_user_head(teacher_users)  # [b, d']
+        whole_batch = (global_batch(vectors, len(targets)) for vectors in (user_vectors, candidate_vectors, cf_user_vectors))
+        return tuple(gradient_for_ddp_average(loss) for loss in self.weighted_losses(*whole_batch))
 
     def weighted_losses(
         self, user_vectors: torch.Tensor, candidate_vectors: torch.Tensor, cf_user_vectors: torch.Tensor
@@ -341,7 +375,7 @@ class LLMSRec(SequentialRecommender):
         cache = self._refresh_eval_cache()
         if cache["items"] is None:
             with torch.no_grad():
-                vectors = self.encode_items(torch.arange(1, self.n_items))
+                vectors = self.encode_items(torch.arange(1, self.n_items), sharded=is_distributed())
             cache["items"] = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])
         return cache["items"]
 
