@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from recbole.data import create_dataset
 from recbole.trainer import Trainer
@@ -37,7 +38,9 @@ from recbole_llmsrec.fingerprints import stamp_training_data
 from recbole_llmsrec.quick_start import (
     COMPARISON_METRICS,
     COMPARISON_MODES,
-    LLM_MODELS,
+    PROFILE_MODEL,
+    is_llm_model,
+    uses_teacher,
     mode_config,
     evaluate_in_modes,
 )
@@ -160,11 +163,12 @@ def model_settings(spec: ModelSpec, dataset: str | None, config_files: list[str]
     ``stopping_step``, ``train_batch_size``). The spec's overrides come last.
     """
     settings: dict[str, Any] = {}
-    if spec.model not in LLM_MODELS:
-        llm_config = Config(model=LLM_MODELS[0], dataset=dataset, config_file_list=config_files)
+    if spec.model != PROFILE_MODEL:
+        llm_config = Config(model=PROFILE_MODEL, dataset=dataset, config_file_list=config_files)
         settings.update({key: llm_config[key] for key in SHARED_KEYS if llm_config[key] is not None})
-        budget = llm_config["teacher_config"] or {}
-        settings.update({key: budget[key] for key in CF_BUDGET_KEYS if key in budget})
+        if not is_llm_model(spec.model):
+            budget = llm_config["teacher_config"] or {}
+            settings.update({key: budget[key] for key in CF_BUDGET_KEYS if key in budget})
     settings["seed"] = seed
     settings.update(spec.overrides)
     return settings
@@ -177,15 +181,15 @@ def teacher_row_config(spec: ModelSpec, dataset: str | None, config_files: list[
     "LLMSRec vs its teacher" and "LLMSRec vs SASRec" are one question. A row with settings
     (``SASRec[hidden_size=128]``) is a separate model.
     """
-    if spec.model in LLM_MODELS or spec.overrides:
+    if is_llm_model(spec.model) or spec.overrides:
         return None
-    llm_config = Config(model=LLM_MODELS[0], dataset=dataset, config_file_list=config_files, config_dict={"seed": seed})
+    llm_config = Config(model=PROFILE_MODEL, dataset=dataset, config_file_list=config_files, config_dict={"seed": seed})
     return llm_config if llm_config["teacher_model"] == spec.model else None
 
 
 def shuffle_window(config: Config, model: str) -> int | None:
-    """How many latest history items a probe shuffles: what the model reads (LLMSRec: ``history_length``; others: all)."""
-    return config["history_length"] if model in LLM_MODELS else None
+    """How many latest history items a probe shuffles: what the model reads (LLM models: ``history_length``; others: all)."""
+    return config["history_length"] if is_llm_model(model) else None
 
 
 def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer, float]:
@@ -194,9 +198,27 @@ def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer
     model = get_model(config["model"])(config, model_dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     stamp_training_data(trainer, model_dataset)
+    if config["device"].type == "cuda":
+        torch.cuda.reset_peak_memory_stats(config["device"])
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     return trainer, time.perf_counter() - start
+
+
+def training_cost(trainer: Trainer, train_seconds: float | None, device: torch.device | None) -> dict[str, float | None]:
+    """What training a model cost: trainable tensor elements, seconds per training epoch (validations
+    included) and, with ``device`` a CUDA device whose peak was reset before the fit (:func:`_fit`),
+    the fit's peak GPU memory in MiB (None otherwise: on CPU no per-model peak is kept)."""
+    rounds = len(trainer.train_loss_dict)  # RecBole records one entry per epoch (LLMSRec's trainer: per validation round)
+    epochs = trainer.epoch_of_round(rounds - 1) if hasattr(trainer, "epoch_of_round") and rounds else rounds
+    per_epoch = train_seconds / epochs if train_seconds and epochs else None
+    if getattr(trainer, "epoch_seconds", None):  # the teacher stage times its epochs itself (no validation)
+        per_epoch = sum(trainer.epoch_seconds) / len(trainer.epoch_seconds)
+    return {
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "seconds_per_epoch": per_epoch,
+        "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device and device.type == "cuda" else None,
+    }
 
 
 def _fit_teacher(config: Config, splits: list, valid_data, test_data) -> tuple[Trainer, float | None]:
@@ -207,6 +229,7 @@ def _fit_teacher(config: Config, splits: list, valid_data, test_data) -> tuple[T
     model = get_model(tconfig["model"])(tconfig, splits[0]).to(tconfig["device"])
     trainer = TeacherTrainer(tconfig, model)
     trainer.saved_model_file = str(path)
+    trainer.epoch_seconds = outcome.get("epoch_seconds", [])  # empty when the cached teacher is reused
     return trainer, sum(outcome["epoch_seconds"]) if outcome["trained"] else None
 
 
@@ -241,8 +264,9 @@ def run_model(
     teacher = None
     if llm_config is not None:
         teacher = _fit_teacher(config, splits, valid_data, test_data)
-    elif config["model"] in LLM_MODELS:
+    elif is_llm_model(config["model"]):
         check_inputs(config, splits[0], splits[1])  # before minutes of teacher training
+    if llm_config is None and uses_teacher(config["model"]):
         teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(teacher_path)
     missing = [name for name in probe_names if name not in (stored or {}).get("probes", {})]
@@ -254,7 +278,7 @@ def run_model(
                   "overrides": spec.overrides, "seed": seed, "probes": kept}
         if teacher is not None:
             result["checkpoint"] = teacher[0].saved_model_file
-        if config["model"] in LLM_MODELS and teacher is None:
+        if uses_teacher(config["model"]) and teacher is None:
             result["teacher"] = {"model": config["teacher_model"], "trained": teacher_result["trained"],
                                  "checkpoint": config["teacher_checkpoint"],
                                  "train_seconds": sum(teacher_result.get("epoch_seconds", [])) or None}
@@ -286,13 +310,14 @@ def evaluate_trained(
         trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data)
     else:
         trainer, result["train_seconds"] = teacher
+    result["cost"] = training_cost(trainer, result["train_seconds"], config["device"] if teacher is None else None)
     result["curve"] = getattr(trainer, "curve", None)  # LLMSRec: losses and validation per validation round
     start = time.perf_counter()
     trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     result["eval_seconds"] = time.perf_counter() - start
     model, label = trainer.model, result["label"]
     trainers = {label: trainer}
-    if config["model"] in LLM_MODELS and teacher is None:
+    if uses_teacher(config["model"]) and teacher is None:
         trainers["teacher"] = Trainer(teacher_config(config), model.teacher)
     metrics = evaluate_in_modes(config, dataset, splits, trainers)
     result["metrics"] = _test_results(metrics, label)

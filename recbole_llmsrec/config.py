@@ -24,7 +24,8 @@ class Config(RecBoleConfig):
     """RecBole's configurator with the plugin's model lookup and YAML defaults.
 
     Priority is RecBole's: command line > ``config_dict`` > config files > plugin YAMLs >
-    RecBole YAMLs. The plugin layers ``properties/model/<model>.yaml`` and
+    RecBole YAMLs. The plugin layers the model class's ``shared_property_files`` (the LLM
+    recommenders': ``LLMRecommender.yaml``), ``properties/model/<model>.yaml`` and
     ``properties/dataset/<dataset>.yaml`` over RecBole's own defaults.
     """
 
@@ -68,7 +69,10 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model: str, model_class: type, dataset: str) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
         properties = properties_dir()
-        for plugin_file in (properties / "model" / f"{model}.yaml", properties / "dataset" / f"{dataset}.yaml"):
+        # a model's shared settings first (the LLM recommenders': LLMRecommender.yaml), then its own
+        model_files = [*getattr(model_class, "shared_property_files", ()), f"{model}.yaml"]
+        plugin_files = [properties / "model" / name for name in model_files] + [properties / "dataset" / f"{dataset}.yaml"]
+        for plugin_file in plugin_files:
             if os.path.isfile(plugin_file):
                 self._update_internal_config_dict(str(plugin_file))
 

@@ -9,6 +9,9 @@ Text (the authors' wording; items joined by ``,``, oldest first)::
     The item title and item embedding are as follows: "Toy Story"[HistoryEmb], then generate item
     representation token:[ItemOut]
 
+Text-only prompts (TALLRec) leave out every ``[HistoryEmb]`` slot and read "The item title is
+as follows: ..." for items.
+
 Each prompt is tokenized as one string with the tokenizer's defaults, as in the authors'
 code; an over-long user prompt drops its oldest items (and is tokenized again) while the
 tail with ``[UserOut]`` stays.
@@ -31,7 +34,10 @@ USER_PROMPT_PREFIX = "This user has made a series of purchases in the following 
 USER_PROMPT_SUFFIX = ". Based on this sequence of purchases, generate user representation token:[UserOut]"
 ITEM_PROMPT_PREFIX = 'The item title and item embedding are as follows: "'
 ITEM_PROMPT_SUFFIX = '"[HistoryEmb], then generate item representation token:[ItemOut]'
+TEXT_ITEM_PROMPT_PREFIX = 'The item title is as follows: "'
+TEXT_ITEM_PROMPT_SUFFIX = '", then generate item representation token:[ItemOut]'
 HISTORY_SEPARATOR = ","
+HISTORY_SLOT = "[HistoryEmb]"
 
 
 def item_titles(dataset, text_field: str) -> list[str]:
@@ -109,6 +115,7 @@ class PromptBuilder:
         history_length: the user prompt lists at most this many of the latest items.
         max_prompt_tokens: upper bound on a prompt's length in tokens.
         max_title_tokens: titles are cut to this many tokens.
+        history_embeddings: each title is followed by a ``[HistoryEmb]`` slot (False: text only).
     """
 
     def __init__(
@@ -118,8 +125,11 @@ class PromptBuilder:
         history_length: int = 10,
         max_prompt_tokens: int = 1024,
         max_title_tokens: int = 48,
+        history_embeddings: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
+        self.history_embeddings = history_embeddings
+        self.slot = HISTORY_SLOT if history_embeddings else ""
         self.history_length = history_length
         self.max_prompt_tokens = max_prompt_tokens
         self.history_token_id, self.user_out_token_id, self.item_out_token_id = tokenizer.convert_tokens_to_ids(
@@ -130,8 +140,11 @@ class PromptBuilder:
         # Shared leading tokens, for the prefix key/value cache: the template up to its last
         # word boundary before the first item, where whole-string tokenization cannot merge.
         self.user_prefix_ids = self._encode([USER_PROMPT_PREFIX.rstrip()])[0]
-        self.item_prefix_ids = self._encode([ITEM_PROMPT_PREFIX[: ITEM_PROMPT_PREFIX.rindex(" ")]])[0]
-        self.item_prompt_ids = self._encode([ITEM_PROMPT_PREFIX + title + ITEM_PROMPT_SUFFIX for title in self.titles])
+        item_prefix, item_suffix = (
+            (ITEM_PROMPT_PREFIX, ITEM_PROMPT_SUFFIX) if history_embeddings else (TEXT_ITEM_PROMPT_PREFIX, TEXT_ITEM_PROMPT_SUFFIX)
+        )
+        self.item_prefix_ids = self._encode([item_prefix[: item_prefix.rindex(" ")]])[0]
+        self.item_prompt_ids = self._encode([item_prefix + title + item_suffix for title in self.titles])
         template = len(self._encode([self.user_prompt_text([], None)])[0])
         if template >= max_prompt_tokens or max(map(len, self.item_prompt_ids)) > max_prompt_tokens:
             raise ValueError(
@@ -149,7 +162,7 @@ class PromptBuilder:
     def user_prompt_text(self, items: Sequence[int], dates: Sequence[str] | None) -> str:
         """The user prompt for items (oldest first) and their dates, as the authors write it."""
         entries = [
-            f"Item No.{k + 1}, " + (f"Time: {dates[k]}, " if dates is not None else "") + f'"{self.titles[item]}"[HistoryEmb]'
+            f"Item No.{k + 1}, " + (f"Time: {dates[k]}, " if dates is not None else "") + f'"{self.titles[item]}"{self.slot}'
             for k, item in enumerate(items)
         ]
         return USER_PROMPT_PREFIX + HISTORY_SEPARATOR.join(entries) + USER_PROMPT_SUFFIX
@@ -177,7 +190,7 @@ class PromptBuilder:
             still_long = []
             for row, (items, _), ids in zip(pending, drafts, token_ids):
                 if len(ids) <= self.max_prompt_tokens or keeps[row] == 0:
-                    prompts[row] = Prompt(ids, items)
+                    prompts[row] = Prompt(ids, items if self.history_embeddings else [])
                 else:
                     keeps[row] -= 1
                     still_long.append(row)
@@ -197,7 +210,7 @@ class PromptBuilder:
 
     def item_prompts(self, item_ids: torch.Tensor) -> list[Prompt]:
         """Item prompts for a tensor of item ids."""
-        return [Prompt(self.item_prompt_ids[i], [i]) for i in item_ids.cpu().tolist()]
+        return [Prompt(self.item_prompt_ids[i], [i] if self.history_embeddings else []) for i in item_ids.cpu().tolist()]
 
     @staticmethod
     def shared_prefix_length(prompts: Sequence[Prompt], prefix_ids: list[int]) -> int:

@@ -1,7 +1,7 @@
 """Run a model through the plugin: RecBole's ``run_recbole`` without ray, FLOP counting or model copies.
 
-For LLMSRec the teacher stage runs first (trained once per dataset, split and teacher
-config, then reused), and both models are evaluated side by side on valid and test, in
+For the models that read a CF teacher (LLMSRec, LLaRA) the teacher stage runs first (trained
+once per dataset, split and teacher config, then reused), and both models are evaluated side by side on valid and test, in
 full ranking and in the paper's 1 target + 99 sampled negatives.
 
 :func:`run` is RecBole's ``run``: one process, or ``nproc`` processes on RecBole's
@@ -24,12 +24,23 @@ from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
 from recbole_llmsrec.distributed import end_process_group, is_main_process
 from recbole_llmsrec.fingerprints import data_fingerprint, stamp_training_data
+from recbole_llmsrec.model.abstract_recommender import LLMRecommender
 from recbole_llmsrec.teacher import teacher_config, train_teacher
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
 
-LLM_MODELS = ("LLMSRec",)
+PROFILE_MODEL = "LLMSRec"  # whose settings (data, split, evaluation, teacher) a comparison's rows share
+
+
+def is_llm_model(name: str) -> bool:
+    """Whether ``name`` is one of the plugin's LLM recommenders (LLMSRec, TALLRec, LLaRA)."""
+    return issubclass(get_model(name), LLMRecommender)
+
+
+def uses_teacher(name: str) -> bool:
+    """Whether the model ``name`` reads a frozen CF teacher (LLMSRec, LLaRA), trained first."""
+    return getattr(get_model(name), "uses_teacher", False)
 COMPARISON_MODES = ("full", "uni100")
 COMPARISON_METRICS = ("ndcg@10", "ndcg@20", "hit@10", "hit@20")
 
@@ -114,9 +125,9 @@ def run_recbole_llmsrec(
         model_dataset = splits[0]  # the whole training split, even when training on one sample per user
 
     extra: dict[str, Any] = {}
-    if config["model"] in LLM_MODELS:
+    if is_llm_model(config["model"]):
         check_inputs(config, model_dataset, splits[1])  # before minutes of teacher training
-    if config["model"] in LLM_MODELS and not config["teacher_checkpoint"]:
+    if uses_teacher(config["model"]) and not config["teacher_checkpoint"]:
         teacher_path, teacher_result = train_teacher(config, splits, valid_data, test_data)
         config["teacher_checkpoint"] = str(teacher_path)
         extra.update(teacher_checkpoint=str(teacher_path), teacher_result=teacher_result)
@@ -141,7 +152,7 @@ def run_recbole_llmsrec(
     logger.info(set_color("test result", "yellow") + f": {test_result}")
 
     trainers = {config["model"]: trainer}
-    if config["model"] in LLM_MODELS:
+    if uses_teacher(config["model"]):
         teacher_trainer = SafetensorsCheckpointTrainer(teacher_config(config), recommender.teacher)
         trainers = {config["teacher_model"]: teacher_trainer, **trainers}
         extra["comparison"] = evaluate_in_modes(config, data, splits, trainers)

@@ -34,7 +34,7 @@ class Column:
     kind: str = "metric"
 
 
-FORMATS = {"metric": "{:.4f}", "seconds": "{:.1f}", "percent": "{:+.1f}"}
+FORMATS = {"metric": "{:.4f}", "seconds": "{:.1f}", "percent": "{:+.1f}", "count": "{:.0f}"}
 Cell = tuple[float, float | None]  # mean, std over seeds (None for a single seed)
 MISSING = "—"
 
@@ -152,10 +152,15 @@ def write_reports(
     """Write the comparison and probe tables, charts and learning curves from per-seed results; return the paths."""
     seed_note = f"Mean over {seeds} seeds ± sample std." if seeds > 1 else "One seed."
     written = []
-    columns = metric_columns() + [Column("train s", "seconds"), Column("eval s", "seconds")]
+    columns = metric_columns() + [Column("train s", "seconds"), Column("eval s", "seconds"),
+                                  Column("trainable params", "count"), Column("s / epoch", "seconds"),
+                                  Column("peak GPU MiB", "count")]
 
     def comparison_cells(result):
-        return {**_test_cells(result["metrics"]), "train s": result["train_seconds"], "eval s": result["eval_seconds"]}
+        cost = result.get("cost") or {}
+        return {**_test_cells(result["metrics"]), "train s": result["train_seconds"], "eval s": result["eval_seconds"],
+                "trainable params": cost.get("trainable_parameters"), "s / epoch": cost.get("seconds_per_epoch"),
+                "peak GPU MiB": cost.get("peak_memory_mib")}
 
     rows = _rows(results, comparison_cells)
     teachers = {label: per_seed for label, per_seed in results.items() if "teacher" in per_seed[0]}
@@ -167,7 +172,9 @@ def write_reports(
             **_test_cells(r["teacher"]["metrics"]), "train s": r["teacher"]["train_seconds"]}))
     notes = (f"Test set; full = ranking all items, uni100 = target among 99 sampled negatives (same for every model). "
              f"{seed_note} train s = wall time of fitting (per-epoch validation included); eval s = one test pass "
-             "in full ranking (LLMSRec: item vectors already cached by the last validation). Same filtering, "
+             "in full ranking (LLMSRec: item vectors already cached by the last validation); trainable params = "
+             "tensor elements the optimizer updates (LLM models: heads, output tokens, LoRA adapters; the frozen "
+             "LLM and teacher excluded); s / epoch = train s per training epoch; peak GPU MiB only on CUDA. Same filtering, "
              "split, seed and metrics for every row; a plain row of LLMSRec's teacher model (e.g. SASRec) is that "
              "teacher itself (same checkpoint), else a teacher row is added.")
     path = folder / f"{profile}.md"

@@ -426,6 +426,10 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         return valid_score, valid_result
 
 
+# The LoRA baselines train on the same schedule, so that their curves compare with LLMSRec's.
+TALLRecTrainer = LLaRATrainer = LLMSRecTrainer
+
+
 class TeacherTrainer(SafetensorsCheckpointTrainer):
     """RecBole's trainer with the next-item loss at every position of each user's sequence.
 

@@ -204,7 +204,8 @@ def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypat
     # the comparison table round-trips through its parser and matches the stored results
     folder = tmp_path / "results" / "chain"
     columns, rows = reports.parse_table((folder / "chain-probe.md").read_text())
-    assert columns[:2] == ["NDCG@10 full", "NDCG@20 full"] and columns[-2:] == ["train s", "eval s"]
+    assert columns[:2] == ["NDCG@10 full", "NDCG@20 full"]
+    assert columns[-5:] == ["train s", "eval s", "trainable params", "s / epoch", "peak GPU MiB"]
     label = next(iter(outcome["results"]))
     assert rows[label]["NDCG@10 full"] == (round(original, 4), None)
     assert (folder / "chain-probe.png").stat().st_size > 0 and (folder / "chain-probe.shuffle.md").is_file()

@@ -320,3 +320,18 @@ def test_frozen_cf_user_head_keeps_its_initialisation_and_the_rest_trains(tiny_s
 
     unchanged = {k for k, v in model.named_parameters() if torch.equal(v, before[k])}
     assert unchanged == {k for k in before if k.startswith("cf_user_head.")} != set()
+
+
+@pytest.mark.parametrize("readout", ["user_out", "last_history"])
+def test_user_readout_reads_userout_or_the_last_history_slot(tiny_settings, batch, readout):
+    config, model, _ = build_llmsrec(tiny_settings, user_readout=readout)
+    model.eval()
+    item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    with torch.no_grad():
+        before = model.forward(item_seq, item_seq_len)
+        model.user_out_embedding.add_(1.0)
+        after = model.forward(item_seq, item_seq_len)
+        # the last [HistoryEmb] slot comes before [UserOut]: causal attention keeps it from that token
+        assert torch.equal(before, after) == (readout == "last_history")
+        model.item_adapter[-1].bias.add_(1.0)  # the injected vectors
+        assert not torch.equal(after, model.forward(item_seq, item_seq_len))

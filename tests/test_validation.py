@@ -23,6 +23,7 @@ DATA_DIR = Path(__file__).parent / "data"
     ({"eval_args": {"mode": "uniform100"}}, "eval_args.mode='uniform100' .* use full, uni<N>"),
     ({"max_prompt_tokens": 5}, "max_prompt_tokens=5 cannot hold the prompt template"),
     ({"llm_path": "./no/such/llm"}, "llm_path='./no/such/llm': no such folder"),
+    ({"user_readout": "cls"}, "user_readout='cls' is not one of user_out, last_history"),
     ({"llm_quantization": "4bit"}, "llm_quantization=4bit needs a CUDA GPU .* set llm_quantization: none"),
     ({"item_text_field": "movie_title"}, r"item_text_field='movie_title' is not a field of .*tiny.item \(its fields: "),
 ])

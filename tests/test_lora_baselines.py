@@ -1,0 +1,122 @@
+"""The LoRA baselines TALLRec and LLaRA: what trains, what a checkpoint holds, their prompts, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import build_llm_model
+from recbole_llmsrec.checkpoint import load_checkpoint, read_tensors, save_checkpoint
+from recbole_llmsrec.compare import run_comparison
+from recbole_llmsrec.quick_start import run_recbole_llmsrec
+from recbole_llmsrec.trainer import LLMSRecTrainer
+
+MODELS = ("TALLRec", "LLaRA")
+HEADS = ("user_head.", "item_head.", "item_adapter.", "user_out_embedding", "item_out_embedding")
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def built(request, tiny_settings):
+    return build_llm_model(request.param, tiny_settings)
+
+
+def test_only_adapters_and_heads_train_and_the_base_llm_stays_bit_identical(built):
+    config, model, (train_data, _, _) = built
+    base = {name: p.detach().clone() for name, p in model.llm.named_parameters() if "lora_" not in name}
+    trainable = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert all(name.startswith(("lora.",) + HEADS) for name in trainable)
+    assert any(name.startswith("lora.") for name in trainable)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for batch in list(train_data)[:2]:  # two steps: the adapters' B matrices start at 0, so A moves from step 2
+        optimizer.zero_grad()
+        sum(model.calculate_loss(batch)).backward()
+        optimizer.step()
+    for name, p in model.llm.named_parameters():
+        if "lora_" in name:
+            assert p.requires_grad
+        else:
+            assert not p.requires_grad and p.grad is None and torch.equal(p, base[name]), name
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, trainable[name])}
+    assert changed == set(trainable)  # every adapter and head tensor moved
+
+
+def test_checkpoint_holds_adapters_and_heads_only_and_restores_the_scores(built, tiny_settings, tmp_path):
+    config, model, (_, _, test_data) = built
+    with torch.no_grad():
+        for p in model.lora.values():  # a trained adapter (B starts at 0)
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    batch = next(iter(test_data))[0]
+    scores = model.full_sort_predict(batch)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model, config, {"epoch": 0}, model.fingerprints)
+    tensors, _ = read_tensors(path)
+    assert all(name.startswith(("lora.",) + HEADS) for name in tensors)
+    assert sum(t.numel() for t in tensors.values()) == sum(p.numel() for p in model.parameters())
+    _, fresh, _ = build_llm_model(config["model"], tiny_settings, teacher_checkpoint=config["teacher_checkpoint"])
+    load_checkpoint(path, fresh, fresh.fingerprints)
+    fresh.eval()
+    assert torch.equal(fresh.full_sort_predict(batch), scores)
+
+
+def test_tallrec_prompts_are_text_only_and_llara_injects_one_vector_per_history_item(tiny_settings):
+    for name in MODELS:
+        _, model, (train_data, _, _) = build_llm_model(name, tiny_settings)
+        batch = next(iter(train_data))
+        item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+        prompts = model.prompts.user_prompts(item_seq, item_seq_len)
+        item_prompts = model.prompts.item_prompts(torch.arange(1, 4))
+        history_token = model.prompts.history_token_id
+        for prompt, seq, length in zip(prompts, item_seq.tolist(), item_seq_len.tolist()):
+            latest = seq[:length][-model.history_length:]
+            slots = [i for i, token in enumerate(prompt.token_ids) if token == history_token]
+            if name == "TALLRec":
+                assert slots == [] and prompt.history_items == []
+            else:
+                assert prompt.history_items == latest and len(slots) == len(latest)
+                # each slot right after its title's closing quote
+                assert all(model.prompts.tokenizer.decode(prompt.token_ids[i - 1]).endswith('"') for i in slots)
+        assert all((history_token in p.token_ids) == (name == "LLaRA") for p in item_prompts)
+
+
+def test_lora_models_train_on_the_llmsrec_schedule(tiny_settings):
+    for name in MODELS:
+        config, model, _ = build_llm_model(name, tiny_settings)
+        assert isinstance(LLMSRecTrainer(config, model), LLMSRecTrainer)
+        assert model.llm_prefix_cache is False
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_end_to_end_through_the_quick_start(tiny_settings, tmp_path, name):
+    result = run_recbole_llmsrec(name, "tiny", config_dict={**tiny_settings, "checkpoint_dir": str(tmp_path)})
+    assert 0 <= result["test_result"]["ndcg@10"] <= 1
+    assert ("teacher_checkpoint" in result) == (name == "LLaRA")
+    tensors, _ = read_tensors(result["saved_model_file"])
+    assert any(key.startswith("lora.") for key in tensors) and not any(key.startswith("llm.") for key in tensors)
+
+
+def test_compare_runs_both_with_the_probes(tiny_settings, tmp_path):
+    settings_file = tmp_path / "tiny.yaml"
+    settings_file.write_text(json.dumps({**tiny_settings, "checkpoint_dir": str(tmp_path / "saved")}))
+    outcome = run_comparison("SASRec,TALLRec,LLaRA", dataset="tiny", config_files=[str(settings_file)], seeds=1,
+                             probe_names="shuffle,similarity", results_dir=str(tmp_path / "results"))
+    stored = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "results" / "tiny" / "tiny").glob("*.json")}
+    assert set(stored) == {"SASRec-seed2020", "TALLRec-seed2020", "LLaRA-seed2020"}
+    for name in MODELS:
+        result = stored[f"{name}-seed2020"]
+        assert set(result["probes"]) == {"shuffle", "similarity"}
+        assert result["probes"]["shuffle"]["window"] == tiny_settings["history_length"]
+        assert result["curve"]  # the schedule's learning curve
+    # the cost side by side: LoRA and heads only for the LLM models, the whole model for SASRec
+    _, llara, _ = build_llm_model("LLaRA", tiny_settings)
+    assert stored["LLaRA-seed2020"]["cost"]["trainable_parameters"] == sum(p.numel() for p in llara.parameters())
+    for name in ("SASRec", "TALLRec", "LLaRA"):
+        cost = stored[f"{name}-seed2020"]["cost"]
+        assert cost["seconds_per_epoch"] > 0 and cost["peak_memory_mib"] is None  # no GPU here
+    assert "trainable params" in (tmp_path / "results" / "tiny" / "tiny.md").read_text()
+    assert stored["LLaRA-seed2020"]["teacher"]["checkpoint"] == stored["SASRec-seed2020"]["checkpoint"]
+    assert "teacher" not in stored["TALLRec-seed2020"]
+    assert any(str(path).endswith(".md") for path in outcome["files"])
