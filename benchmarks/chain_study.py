@@ -17,6 +17,9 @@ the original and the shuffled history (whether order matters to it), each as the
     # the same LLM shape with random weights: what pre-training contributes
     python benchmarks/chain_study.py --llm smollm2 --random-weights --epochs 20 --seeds 1 --only 8 \
         --out benchmarks/results/chain_study_smollm2_random.md
+    # the LoRA baselines beside LLMSRec (cos(u, teacher) and uniformity: LLMSRec only)
+    python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
+        'TALLRec[learning_rate=0.001]' 'LLaRA[learning_rate=0.001]' --out benchmarks/results/chain_study_jump_lora.md
     # chosen settings only, with random jumps: only the last item predicts the next
     python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
         'LLMSRec[learning_rate=0.001,distill_reduction=sum]' --out benchmarks/results/chain_study_jump.md
@@ -111,18 +114,24 @@ def main() -> None:
             spec, config_files=[str(config_file)], seeds=args.seeds, results_dir=folder / "results",
             probe_names=["similarity"])["results"][spec]
         pop_score = np.mean([r["metrics"]["test uni100"]["ndcg@10"] for r in runs("Pop")])
-        teacher_similarity = np.mean([r["probes"]["similarity"]["mean"] for r in runs("SASRec")])
+        teachers = runs("SASRec")  # the teacher of every LLMSRec and LLaRA row (same config, same checkpoint)
+        teacher_score = np.mean([r["metrics"]["test uni100"]["ndcg@10"] for r in teachers])
+        teacher_similarity = np.mean([r["probes"]["similarity"]["mean"] for r in teachers])
         for spec in specs:
             start = time.perf_counter()
             results = runs(spec)
-            mean = lambda value: np.mean([value(r) for r in results])  # noqa: E731
+
+            def mean(value, digits: int = 3) -> str:
+                values = [value(r) for r in results]
+                return "—" if None in values else f"{np.mean(values):.{digits}f}"
+
             lines.append(
-                f"| `{spec}` | {mean(lambda r: r['metrics']['test uni100']['ndcg@10']):.4f} | "
-                f"{mean(lambda r: r['teacher']['metrics']['test uni100']['ndcg@10']):.4f} | {pop_score:.4f} | "
-                f"{mean(lambda r: r['curve'][-1]['valid']['ndcg@10']):.4f} | "
-                f"{mean(lambda r: r['curve'][-1]['distill_cosine']):.3f} | "
-                f"{mean(lambda r: r['curve'][-1]['losses']['uniformity']):.3f} | "
-                f"{mean(lambda r: r['probes']['similarity']['mean']):.3f} "
+                f"| `{spec}` | {mean(lambda r: r['metrics']['test uni100']['ndcg@10'], 4)} | "
+                f"{teacher_score:.4f} | {pop_score:.4f} | "
+                f"{mean(lambda r: r['curve'][-1]['valid']['ndcg@10'], 4)} | "
+                f"{mean(lambda r: r['curve'][-1]['distill_cosine'])} | "
+                f"{mean(lambda r: r['curve'][-1]['losses'].get('uniformity'))} | "
+                f"{mean(lambda r: r['probes']['similarity']['mean'])} "
                 f"({teacher_similarity:.3f}) | {time.perf_counter() - start:.0f} |"
             )
             print(lines[-1], flush=True)

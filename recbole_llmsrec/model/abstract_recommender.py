@@ -59,8 +59,8 @@ class LLMRecommender(SequentialRecommender):
 
     Subclasses set ``uses_teacher`` (a frozen CF teacher is loaded) and ``injects_history``
     (prompts carry ``[HistoryEmb]`` slots filled from the teacher's item embeddings), may add
-    layers in :meth:`_define_layers` and loss inputs in :meth:`_extra_loss_inputs`, and define
-    :meth:`weighted_losses`.
+    layers in :meth:`_define_layers` and loss inputs in :meth:`_extra_loss_inputs`, and may
+    replace :meth:`weighted_losses` (by default the retrieval loss alone).
     """
 
     input_type = InputType.POINTWISE
