@@ -1,8 +1,8 @@
 """Run a model through the plugin: RecBole's ``run_recbole`` without ray, FLOP counting or model copies.
 
 For the models that read a CF teacher (LLMSRec, LLaRA) the teacher stage runs first (trained
-once per dataset, split and teacher config, then reused), and both models are evaluated side by side on valid and test, in
-full ranking and in the paper's 1 target + 99 sampled negatives.
+once per dataset, split and teacher config, then reused), and both models are evaluated side
+by side on valid and test, in full ranking and in the paper's 1 target + 99 sampled negatives.
 
 :func:`run` is RecBole's ``run``: one process, or ``nproc`` processes on RecBole's
 distributed path (:mod:`recbole_llmsrec.distributed`).
@@ -31,6 +31,8 @@ from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
 
 PROFILE_MODEL = "LLMSRec"  # whose settings (data, split, evaluation, teacher) a comparison's rows share
+COMPARISON_MODES = ("full", "uni100")
+COMPARISON_METRICS = ("ndcg@10", "ndcg@20", "hit@10", "hit@20")
 
 
 def is_llm_model(name: str) -> bool:
@@ -41,8 +43,6 @@ def is_llm_model(name: str) -> bool:
 def uses_teacher(name: str) -> bool:
     """Whether the model ``name`` reads a frozen CF teacher (LLMSRec, LLaRA), trained first."""
     return getattr(get_model(name), "uses_teacher", False)
-COMPARISON_MODES = ("full", "uni100")
-COMPARISON_METRICS = ("ndcg@10", "ndcg@20", "hit@10", "hit@20")
 
 
 def default_config_files() -> list[str]:

@@ -185,7 +185,7 @@ class SafetensorsCheckpointTrainer(Trainer):
         self._written_after_validation = saved and bool(valid_data) and self.eval_step > 0
 
         def after_validation(round_idx, valid_score):
-            if saved and self._best_weights is not None and is_main_process():
+            if saved and self._best_weights is not None and is_main_process():  # other ranks skip the resume-state copy
                 self._write_checkpoint(finished=False, resume=self._resume_state(round_idx, train_data))
             if callback_fn:
                 callback_fn(round_idx, valid_score)
@@ -202,9 +202,10 @@ class SafetensorsCheckpointTrainer(Trainer):
         if load_best_model and eval_data:
             if model_file is None and self._best_weights is not None:  # this run's best, kept on every rank
                 self.model.load_state_dict(self._best_weights)
+                self.logger.info(f"Loading this run's best model parameters (also in {self.saved_model_file})")
             else:
                 load_checkpoint(model_file or self.saved_model_file, self.model, self.fingerprints)
-            self.logger.info(f"Loading model parameters from {model_file or self.saved_model_file}")
+                self.logger.info(f"Loading model parameters from {model_file or self.saved_model_file}")
         if eval_data:
             self.eval_collector.rows = eval_data.sample_size
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
