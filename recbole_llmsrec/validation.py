@@ -17,6 +17,7 @@ from recbole_llmsrec.prompts import PromptBuilder, item_titles
 logger = logging.getLogger(__name__)
 
 DISTILL_REDUCTIONS = ("mean", "sum")
+DISTILL_LOSSES = ("mse", "contrastive")
 USER_READOUTS = ("user_out", "last_history")
 # Unix seconds between 1973 and 2286: a time field outside this range is not a date.
 UNIX_SECONDS = (1e8, 1e10)
@@ -36,10 +37,14 @@ def check_settings(config) -> None:
     """
     for key in ("history_length", "num_negatives", "validations_per_epoch", "max_prompt_tokens", "max_title_tokens"):
         _positive_int(config, key)
-    if config["distill_reduction"] is not None and config["distill_reduction"] not in DISTILL_REDUCTIONS:
-        raise ValueError(f"distill_reduction={config['distill_reduction']!r} is not one of {', '.join(DISTILL_REDUCTIONS)}.")
-    if config["user_readout"] is not None and config["user_readout"] not in USER_READOUTS:
-        raise ValueError(f"user_readout={config['user_readout']!r} is not one of {', '.join(USER_READOUTS)}.")
+    for key, choices in (("distill_reduction", DISTILL_REDUCTIONS), ("distill_loss", DISTILL_LOSSES),
+                         ("user_readout", USER_READOUTS)):
+        if config[key] is not None and config[key] not in choices:
+            raise ValueError(f"{key}={config[key]!r} is not one of {', '.join(choices)}.")
+    temperature = config["distill_temperature"]
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or temperature <= 0):
+        raise ValueError(f"distill_temperature={temperature!r} must be a positive number (e.g. 0.1).")
     quantization_config(config["llm_quantization"], config["device"], torch.float32)  # before the teacher trains
     decay = config["lr_decay_per_validation"]
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -290,6 +291,20 @@ def test_distill_reduction_sum_is_projection_size_times_mean(tiny_settings):
     assert sum_model.last_distill_cosine.item() == pytest.approx(cosine.item(), rel=1e-5)
     with pytest.raises(ValueError, match="distill_reduction='max'"):
         build_llmsrec(tiny_settings, distill_reduction="max")
+
+
+def test_contrastive_distillation_rewards_only_what_tells_users_apart(tiny_settings):
+    _, model, _ = build_llmsrec(tiny_settings, distill_loss="contrastive", distill_temperature=0.1)
+    users, candidates = torch.eye(4, 16), torch.randn(4, 2, 16)  # four users, mutually orthogonal
+    distill = lambda teacher: model.weighted_losses(users, candidates, teacher)[1].item()  # noqa: E731
+    assert distill(users.clone()) < 1e-3  # each user nearest its own target
+    assert distill(users[[1, 0, 3, 2]]) > 9  # each user nearest another's target
+    # One direction shared by every target matches each user equally (the MSE would reward it).
+    assert distill(torch.ones(4, 16)) == pytest.approx(math.log(4), rel=1e-5)
+    with pytest.raises(ValueError, match="distill_loss='kl'"):
+        build_llmsrec(tiny_settings, distill_loss="kl")
+    with pytest.raises(ValueError, match="distill_temperature=0"):
+        build_llmsrec(tiny_settings, distill_loss="contrastive", distill_temperature=0)
 
 
 def test_random_llm_keeps_the_shape_and_draws_new_weights(tiny_settings):

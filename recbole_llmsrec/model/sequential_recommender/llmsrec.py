@@ -34,6 +34,17 @@ def uniformity_loss(normalized: torch.Tensor) -> torch.Tensor:
     return torch.pdist(normalized, p=2).pow(2).mul(-2).exp().mean()
 
 
+def contrastive_distillation(user_normalized: torch.Tensor, cf_normalized: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between L2-normalised user ``[B, D]`` and teacher ``[B, D]`` vectors.
+
+    Each user's own teacher vector is the positive, the batch's others the negatives, so only
+    what tells users apart lowers it: a direction every user shares lowers the MSE, not this.
+    """
+    logits = user_normalized @ cf_normalized.T / temperature  # [B, B]
+    own = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, own) + F.cross_entropy(logits.T, own)) / 2
+
+
 class LLMSRec(LLMRecommender):
     r"""LLM-SRec: a frozen LLM made sequence-aware by distilling a frozen CF-SRec teacher."""
 
@@ -44,6 +55,8 @@ class LLMSRec(LLMRecommender):
         self.distill_weight = config["distill_weight"]
         self.uniform_weight = config["uniform_weight"]
         self.distill_reduction = config["distill_reduction"]
+        self.distill_loss = config["distill_loss"]
+        self.distill_temperature = config["distill_temperature"]
         self.teacher_dropout = config["teacher_dropout"]
         self.cf_user_head_trainable = config["cf_user_head_trainable"]
 
@@ -71,11 +84,14 @@ class LLMSRec(LLMRecommender):
         retrieval = retrieval_loss(user_vectors, candidate_vectors)
         user_normalized = F.normalize(user_vectors, dim=-1)
         cf_normalized = F.normalize(cf_user_vectors, dim=-1)
-        # "mean" is the authors' MSE over every element (2 - 2 cos, divided by d'); "sum" adds
-        # over the d' elements: 2 - 2 cos per user, d' times the gradient.
-        distill = F.mse_loss(user_normalized, cf_normalized, reduction="none").sum(-1).mean()
-        if self.distill_reduction == "mean":
-            distill = distill / user_normalized.shape[1]
+        if self.distill_loss == "contrastive":
+            distill = contrastive_distillation(user_normalized, cf_normalized, self.distill_temperature)
+        else:
+            # "mean" is the authors' MSE over every element (2 - 2 cos, divided by d'); "sum" adds
+            # over the d' elements: 2 - 2 cos per user, d' times the gradient.
+            distill = F.mse_loss(user_normalized, cf_normalized, reduction="none").sum(-1).mean()
+            if self.distill_reduction == "mean":
+                distill = distill / user_normalized.shape[1]
         self.last_distill_cosine = (user_normalized * cf_normalized).sum(-1).mean().detach()  # no device sync here
         uniform = uniformity_loss(user_normalized) + uniformity_loss(cf_normalized)
         return (
