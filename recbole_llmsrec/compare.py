@@ -7,6 +7,9 @@ runs the requested probes (:mod:`recbole_llmsrec.probes`) on the trained model, 
 
 - ``<results>/<dataset>/<profile>/<model>-seed<seed>.json``: one file per finished model
   and seed, written atomically; a rerun skips what is there (resume);
+- beside it, while a model trains, ``<model>-seed<seed>.train.running.json`` naming its
+  checkpoint: a rerun of an interrupted comparison continues that training from its last
+  validation (the checkpoint's resume state) instead of starting it again;
 - through :mod:`recbole_llmsrec.reports`, the comparison table and chart, one table and
   chart per probe, and the learning curves (``<results>/<dataset>/<profile>.*``).
 
@@ -32,6 +35,7 @@ from recbole.trainer import Trainer
 from recbole.utils import init_logger, init_seed
 
 from recbole_llmsrec import probes
+from recbole_llmsrec.checkpoint import read_metadata, rebuild_config_dict
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.fingerprints import stamp_training_data
@@ -46,7 +50,7 @@ from recbole_llmsrec.quick_start import (
 )
 from recbole_llmsrec.reports import write_reports
 from recbole_llmsrec.teacher import SHARED_KEYS, teacher_config, train_teacher
-from recbole_llmsrec.trainer import TeacherTrainer
+from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer, TeacherTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
 
@@ -192,17 +196,47 @@ def shuffle_window(config: Config, model: str) -> int | None:
     return config["history_length"] if is_llm_model(model) else None
 
 
-def _fit(config: Config, model_dataset, train_data, valid_data) -> tuple[Trainer, float]:
-    """Train a fresh model; return its trainer (best weights not yet loaded) and the fit's wall time."""
+def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | None = None) -> tuple[Trainer, float | None]:
+    """Train a fresh model, or continue the interrupted training that ``marker`` names
+    (:func:`interrupted_checkpoint`); return its trainer (best weights not yet loaded) and the
+    training's wall time, summed over interrupted parts (None when that is unknown).
+
+    ``marker`` is written before training starts and names the run's checkpoint, whose resume
+    state (after every validation) is what a rerun of the comparison continues from.
+    """
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, model_dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     stamp_training_data(trainer, model_dataset)
+    resumable = marker is not None and isinstance(trainer, SafetensorsCheckpointTrainer)
+    unfinished = interrupted_checkpoint(marker, config) if resumable else None
+    if unfinished:
+        logger.warning("Comparison: continuing the interrupted training in %s", unfinished)
+        trainer.resume_checkpoint(unfinished)
+    if resumable:
+        write_json_atomic(marker, {"checkpoint": trainer.saved_model_file})
     if config["device"].type == "cuda":
         torch.cuda.reset_peak_memory_stats(config["device"])
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-    return trainer, time.perf_counter() - start
+    return trainer, trainer.fit_seconds if resumable else time.perf_counter() - start
+
+
+def interrupted_checkpoint(marker: Path, config: Config) -> str | None:
+    """The checkpoint named by ``marker`` if it holds the resume state of an unfinished training
+    with exactly ``config``'s settings; None otherwise (no marker, finished, other settings)."""
+    if not marker.is_file():
+        return None
+    checkpoint = json.loads(marker.read_text()).get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_file():
+        return None
+    try:
+        metadata = read_metadata(checkpoint)
+    except ValueError as error:
+        logger.warning("Comparison: not resuming from %s (%s); training from the start", checkpoint, error)
+        return None
+    unfinished = not metadata["training"].get("finished") and metadata["resume"] is not None
+    return checkpoint if unfinished and metadata["config"] == rebuild_config_dict(config) else None
 
 
 def training_cost(trainer: Trainer, train_seconds: float | None, device: torch.device | None) -> dict[str, float | None]:
@@ -244,12 +278,15 @@ def run_model(
     seed: int,
     probe_names: list[str],
     stored: dict[str, Any] | None = None,
+    store: Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one model for one seed and run the probes; the JSON-ready result.
 
     ``stored``, an earlier result of the same spec and seed, is extended instead: when
     the probes it lacks are all training-time ones, the model itself is not retrained.
     A plain row of LLMSRec's teacher model is that teacher (:func:`teacher_row_config`).
+    With ``store`` (the results folder) each training leaves a marker there
+    (:func:`running_path`), so that a rerun continues it if it is interrupted.
     """
     llm_config = teacher_row_config(spec, dataset_name, config_files, seed)
     config = llm_config or Config(
@@ -282,7 +319,8 @@ def run_model(
             result["teacher"] = {"model": config["teacher_model"], "trained": teacher_result["trained"],
                                  "checkpoint": config["teacher_checkpoint"],
                                  "train_seconds": sum(teacher_result.get("epoch_seconds", [])) or None}
-        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), missing, teacher)
+        marker = running_path(store, spec, seed, "train") if store else None
+        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), missing, teacher, marker)
     if "train_shuffle" in missing:
         window = shuffle_window(config, spec.model)
         shuffled_train = [probes.shuffle_histories(splits[0], seed, window), splits[1], splits[2]]
@@ -290,7 +328,8 @@ def run_model(
             trainer, seconds = _fit_teacher(config, shuffled_train, valid_data, test_data)
         else:
             shuffled_loader = build_dataloaders(config, dataset, shuffled_train)[0]
-            trainer, seconds = _fit(config, splits[0], shuffled_loader, valid_data)
+            marker = running_path(store, spec, seed, "train_shuffle") if store else None
+            trainer, seconds = _fit(config, splits[0], shuffled_loader, valid_data, marker)
         trainer.evaluate(valid_data, load_best_model=True, show_progress=config["show_progress"])
         trained = evaluate_in_modes(config, dataset, splits, {spec.label: trainer})
         result["probes"]["train_shuffle"] = {"window": window, "train_seconds": seconds,
@@ -301,13 +340,14 @@ def run_model(
 def evaluate_trained(
     result: dict[str, Any], config: Config, dataset, splits: list, loaders: tuple, probe_names: list[str],
     teacher: tuple[Trainer, float | None] | None = None,
+    marker: Path | None = None,
 ) -> None:
     """Train the model on ``loaders`` (train, valid, test), or take ``teacher`` (its trainer and
     training time), fill ``result`` with its test metrics and times, and run the requested
-    inference-time probes on it."""
+    inference-time probes on it. ``marker``: see :func:`_fit`."""
     train_data, valid_data, test_data = loaders
     if teacher is None:
-        trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data)
+        trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data, marker)
     else:
         trainer, result["train_seconds"] = teacher
     result["cost"] = training_cost(trainer, result["train_seconds"], config["device"] if teacher is None else None)
@@ -356,6 +396,14 @@ def result_path(folder: Path, spec: ModelSpec, seed: int) -> Path:
     return folder / f"{spec.slug}-seed{seed}.json"
 
 
+RUNNING_TRAININGS = ("train", "train_shuffle")  # the model, and the training-time shuffle probe's model
+
+
+def running_path(folder: Path, spec: ModelSpec, seed: int, training: str) -> Path:
+    """The marker of an unfinished training (one of :data:`RUNNING_TRAININGS`): its checkpoint's path."""
+    return folder / f"{spec.slug}-seed{seed}.{training}.running.json"
+
+
 def load_result(path: Path, spec: ModelSpec) -> dict[str, Any] | None:
     """The stored result of this spec and seed, or None if missing or written for other model settings."""
     if not path.is_file():
@@ -402,8 +450,10 @@ def run_comparison(
             result = load_result(path, spec)
             if result is None or any(name not in result["probes"] for name in probe_names):
                 logger.warning("Comparison: running %s (seed %d)", spec.label, seed)
-                result = run_model(spec, base["dataset"], config_files, seed, probe_names, stored=result)
+                result = run_model(spec, base["dataset"], config_files, seed, probe_names, stored=result, store=store)
                 write_json_atomic(path, result)
+                for training in RUNNING_TRAININGS:
+                    running_path(store, spec, seed, training).unlink(missing_ok=True)
             else:
                 logger.warning("Comparison: reusing %s", path)
             results[spec.label].append(result)

@@ -92,9 +92,11 @@ class SafetensorsCheckpointTrainer(Trainer):
     fingerprints (:attr:`fingerprints`: data, teacher, LLM; loading elsewhere is refused) and
     whether the run finished. After every validation of an unfinished run it also holds a
     resume state: the latest weights, optimizer moments, early-stopping state, the training
-    loader's shuffling generator and every global random generator. :meth:`resume_checkpoint`
-    continues from it to the same result as the uninterrupted run; the finished run's
-    checkpoint drops it.
+    loader's shuffling generator, every global random generator and the training time so far.
+    :meth:`resume_checkpoint` continues from it to the same result as the uninterrupted run;
+    the finished run's checkpoint drops it. :attr:`fit_seconds` is the training's wall time,
+    validations included, summed over the interrupted parts (None when a resumed checkpoint
+    did not record it).
 
     In a distributed run every rank keeps the best weights in memory and evaluates on all
     users' rows (:class:`RankGatheringCollector`); only rank 0 writes the checkpoint.
@@ -111,6 +113,7 @@ class SafetensorsCheckpointTrainer(Trainer):
         self._best_epoch = -1
         self._resume_from: tuple[dict[str, torch.Tensor], dict] | None = None
         self._written_after_validation = False
+        self.fit_seconds: float | None = 0.0
 
     def _training_state(self, finished: bool) -> dict:
         return {"epoch": self._best_epoch, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
@@ -140,7 +143,8 @@ class SafetensorsCheckpointTrainer(Trainer):
         tensors.update(generators)
         tensors["rng.loader"] = train_data.generator.get_state()
         state = {"round": round_idx, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
-                 "best_valid_result": self.best_valid_result, "param_groups": param_groups, "rng": generator_state}
+                 "best_valid_result": self.best_valid_result, "param_groups": param_groups, "rng": generator_state,
+                 "fit_seconds": self.fit_seconds}
         return tensors, state
 
     def _restore_loader(self, train_data, tensors: dict[str, torch.Tensor], state: dict) -> None:
@@ -171,6 +175,7 @@ class SafetensorsCheckpointTrainer(Trainer):
         self.start_epoch = state["round"] + 1
         self.cur_step, self.best_valid_score = state["cur_step"], state["best_valid_score"]
         self.best_valid_result = state["best_valid_result"]
+        self.fit_seconds = state.get("fit_seconds")  # absent from checkpoints written before it was kept
         self.saved_model_file = str(resume_file)
         self._resume_from = (tensors, state)
         self.logger.info(f"Resuming {resume_file} after validation round {state['round']}")
@@ -183,8 +188,13 @@ class SafetensorsCheckpointTrainer(Trainer):
             self._resume_from = None
 
         self._written_after_validation = saved and bool(valid_data) and self.eval_step > 0
+        seconds_before, start = self.fit_seconds, time()
+
+        def clock() -> None:
+            self.fit_seconds = None if seconds_before is None else seconds_before + time() - start
 
         def after_validation(round_idx, valid_score):
+            clock()
             if saved and self._best_weights is not None and is_main_process():  # other ranks skip the resume-state copy
                 self._write_checkpoint(finished=False, resume=self._resume_state(round_idx, train_data))
             if callback_fn:
@@ -194,6 +204,7 @@ class SafetensorsCheckpointTrainer(Trainer):
             result = super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
         finally:
             self._written_after_validation = False
+            clock()
         if saved and self._best_weights is not None:
             self._write_checkpoint(finished=True)
         return result

@@ -13,13 +13,16 @@ from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_llmsrec import compare, probes, reports
+from recbole_llmsrec.checkpoint import read_metadata
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.quick_start import mode_config
+from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer
+from recbole_llmsrec.data.synthetic import write_chain_dataset
 from run_recbole_llmsrec import strip_own_flags
 
-from recbole_llmsrec.data.synthetic import write_chain_dataset
+from helpers import Killed
 
 DATA_DIR = Path(__file__).parent / "data"
 BASE = {"data_path": str(DATA_DIR), "show_progress": False, "state": "ERROR", "seed": 2020,
@@ -243,6 +246,60 @@ def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, 
     result = more["results"]["LLMSRec-noU"][0]
     assert result["metrics"] == llm["metrics"] and "shuffle" in result["probes"]
     assert set(result["probes"]["train_shuffle"]["metrics"]) == {"valid full", "test full", "valid uni100", "test uni100"}
+
+
+def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_result(tiny_settings, tmp_path, monkeypatch):
+    """Killed after the third of four validations (mid-epoch), a rerun of the same ``--compare``
+    continues from that validation's resume state and stores what the uninterrupted run stores."""
+    profile = tmp_path / "tiny-llm.yaml"
+    profile.write_text(yaml.safe_dump({**tiny_settings, "dataset": "tiny", "checkpoint_dir": str(tmp_path / "saved"),
+                                       "epochs": 2, "validations_per_epoch": 2, "stopping_step": 10}))
+    run = lambda folder: compare.run_comparison("LLMSRec", config_files=[str(profile)], probe_names="",  # noqa: E731
+                                                results_dir=tmp_path / folder)
+    uninterrupted = run("alone")["results"]["LLMSRec"][0]
+
+    write_checkpoint = SafetensorsCheckpointTrainer._write_checkpoint
+    resume_states = []
+
+    def die_after_the_third_validation(trainer, finished, resume=None):
+        write_checkpoint(trainer, finished, resume)
+        resume_states.extend([resume] if resume else [])
+        if len(resume_states) == 3:
+            raise Killed
+
+    monkeypatch.setattr(SafetensorsCheckpointTrainer, "_write_checkpoint", die_after_the_third_validation)
+    with pytest.raises(Killed):
+        run("interrupted")
+    store = tmp_path / "interrupted" / "tiny" / "tiny-llm"
+    marker = store / "LLMSRec-seed2020.train.running.json"
+    checkpoint = json.loads(marker.read_text())["checkpoint"]
+    resume_state = read_metadata(checkpoint)["resume"]
+    assert resume_state["round"] == 2 and resume_state["fit_seconds"] > 0
+    assert not (store / "LLMSRec-seed2020.json").exists()
+
+    monkeypatch.setattr(SafetensorsCheckpointTrainer, "_write_checkpoint", write_checkpoint)
+    resumed_from = []
+    resume = SafetensorsCheckpointTrainer.resume_checkpoint
+
+    def recorded_resume(trainer, path):
+        resumed_from.append(path)
+        resume(trainer, path)
+
+    monkeypatch.setattr(SafetensorsCheckpointTrainer, "resume_checkpoint", recorded_resume)
+    resumed = run("interrupted")["results"]["LLMSRec"][0]
+    assert resumed_from == [checkpoint] and not marker.exists()
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert [point["step"] for point in resumed["curve"]] == [point["step"] for point in uninterrupted["curve"]]
+    assert resumed["curve"][-1]["losses"] == uninterrupted["curve"][-1]["losses"]
+    assert resumed["train_seconds"] > resume_state["fit_seconds"]  # both parts of the training
+
+    # a marker for other settings is not resumed: that run starts from the beginning
+    marker.write_text(json.dumps({"checkpoint": checkpoint}))
+    (store / "LLMSRec-seed2020.json").unlink()
+    resumed_from.clear()
+    profile.write_text(profile.read_text().replace("validations_per_epoch: 2", "validations_per_epoch: 1"))
+    run("interrupted")
+    assert resumed_from == []
 
 
 # ---------------------------------------------------------------------- tables and command line
