@@ -31,27 +31,32 @@ from recbole_llmsrec.quick_start import default_config_files, run, run_recbole_l
 OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--recommend", "--export", "--users", "--topk", "--out")
 
 
-def strip_own_flags(argv: list[str]) -> list[str]:
-    """``argv`` without this script's comparison flags (``--flag=value`` or ``--flag value``)."""
+def strip_own_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
+    """``argv`` without this script's comparison flags and ``extra`` (``--flag=value`` or ``--flag value``)."""
+    flags = OWN_FLAGS + extra
     kept, skip_value = [], False
     for arg in argv:
         if skip_value:
             skip_value = False
-        elif arg in OWN_FLAGS:
+        elif arg in flags:
             skip_value = True
-        elif not arg.startswith(tuple(f"{flag}=" for flag in OWN_FLAGS)):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in flags)):
             kept.append(arg)
     return kept
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations: RecBole's --seed=N must not be read as this script's --seeds=N.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", "-m", type=str, default=None, help="name of the model")
     parser.add_argument("--dataset", "-d", type=str, default=None, help="name of the dataset")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
     parser.add_argument("--compare", type=str, default=None,
                         help="comma-separated models to compare: names, Name[key=value,...] or presets (LLMSRec-noDU, LLMSRec-noU)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model in --compare (mean ± std)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="RecBole's seed; with --compare the first of --seeds seeds (seed, seed + 1, ...)")
     parser.add_argument("--probes", type=str, default=None,
                         help="with --compare: shuffle,train_shuffle,similarity,breakdown or all")
     parser.add_argument("--results_dir", type=str, default="results", help="where --compare writes its tables")
@@ -100,9 +105,11 @@ def main() -> None:
 
     if args.model is not None:
         parser.error("--compare takes the models; drop --model")
-    sys.argv = [sys.argv[0]] + strip_own_flags(sys.argv[1:])
+    # A command-line setting beats every config_dict in RecBole, so a --seed left there would give
+    # every seed of the comparison the same one.
+    sys.argv = [sys.argv[0]] + strip_own_flags(sys.argv[1:], extra=("--seed",))
     outcome = run_comparison(args.compare, dataset=args.dataset, config_files=config_files, seeds=args.seeds,
-                             probe_names=args.probes, results_dir=args.results_dir)
+                             probe_names=args.probes, results_dir=args.results_dir, first_seed=args.seed)
     print("\n".join(str(path) for path in outcome["files"]))
 
 

@@ -429,10 +429,11 @@ def run_comparison(
     seeds: int = 1,
     probe_names: str | list[str] | None = None,
     results_dir: str | os.PathLike = "results",
+    first_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and probe every model for ``seeds`` seeds; resume from finished results.
 
-    Seeds are ``seed, seed + 1, ...`` from the profile's ``seed``. Returns ``results``
+    Seeds are ``first_seed, first_seed + 1, ...`` (default: from the profile's ``seed``). Returns ``results``
     (label -> per-seed result dicts), ``folder`` and the report ``files`` written.
     """
     specs = parse_model_specs(models) if isinstance(models, str) else list(models)
@@ -444,7 +445,8 @@ def run_comparison(
     folder = Path(results_dir) / base["dataset"]
     store = folder / profile
     results: dict[str, list[dict]] = {spec.label: [] for spec in specs}
-    for seed in range(base["seed"], base["seed"] + seeds):
+    first_seed = base["seed"] if first_seed is None else first_seed
+    for seed in range(first_seed, first_seed + seeds):
         for spec in specs:
             path = result_path(store, spec, seed)
             result = load_result(path, spec)

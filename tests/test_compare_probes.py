@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from recbole_llmsrec.quick_start import mode_config
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer
 from recbole_llmsrec.data.synthetic import write_chain_dataset
+import run_recbole_llmsrec
 from run_recbole_llmsrec import strip_own_flags
 
 from helpers import Killed
@@ -341,3 +343,41 @@ def test_model_specs_presets_and_errors():
 def test_cli_flags_are_hidden_from_recbole():
     argv = ["--compare=SASRec,LLMSRec", "--seeds", "3", "--dataset=ml-100k", "--probes=all", "--epochs=2"]
     assert strip_own_flags(argv) == ["--dataset=ml-100k", "--epochs=2"]
+
+
+@pytest.mark.parametrize("argv, first_seed, seeds", [
+    (["--compare=Pop", "--seed=7", "--seeds=2", "--epochs=2"], 7, 2),
+    (["--compare=Pop", "--seed", "7", "--epochs=2"], 7, 1),  # --seed is not an abbreviation of --seeds
+    (["--compare=Pop", "--epochs=2"], None, 1),
+])
+def test_compare_takes_seed_as_its_first_seed_and_hides_it_from_recbole(argv, first_seed, seeds, monkeypatch):
+    calls = []
+
+    def recorded_comparison(models, **kwargs):
+        calls.append((kwargs, sys.argv[1:]))
+        return {"files": []}
+
+    monkeypatch.setattr(compare, "run_comparison", recorded_comparison)
+    monkeypatch.setattr(sys, "argv", ["run_recbole_llmsrec.py", *argv])
+    run_recbole_llmsrec.main()
+    (kwargs, recbole_argv), = calls
+    assert (kwargs["first_seed"], kwargs["seeds"]) == (first_seed, seeds)
+    assert recbole_argv == ["--epochs=2"]  # a --seed left for RecBole would override every seed of the comparison
+
+
+def test_comparison_seeds_count_from_first_seed(tmp_path, monkeypatch):
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**BASE, "dataset": "tiny"}))
+    seen = []
+
+    def recorded_run(spec, dataset, config_files, seed, probe_names, stored=None, store=None):
+        config = Config(model=spec.model, dataset=dataset, config_file_list=config_files,
+                        config_dict=compare.model_settings(spec, dataset, config_files, seed))
+        seen.append((seed, config["seed"]))
+        return {"probes": {}}
+
+    monkeypatch.setattr(compare, "run_model", recorded_run)
+    monkeypatch.setattr(compare, "write_reports", lambda *args: [])
+    compare.run_comparison("Pop", config_files=[str(profile)], seeds=2, results_dir=tmp_path / "results", first_seed=7)
+    assert seen == [(7, 7), (8, 8)]
+    assert sorted(path.name for path in (tmp_path / "results" / "tiny" / "tiny").iterdir()) == ["Pop-seed7.json", "Pop-seed8.json"]
