@@ -19,7 +19,8 @@ the original and the shuffled history (whether order matters to it), each as the
         --out benchmarks/results/chain_study_smollm2_random.md
     # the LoRA baselines beside LLMSRec (cos(u, teacher) and uniformity: LLMSRec only)
     python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
-        'TALLRec[learning_rate=0.001]' 'LLaRA[learning_rate=0.001]' --out benchmarks/results/chain_study_jump_lora.md
+        'TALLRec[learning_rate=0.001]' 'LLaRA[learning_rate=0.001]' 'CoLLM[learning_rate=0.001]' \
+        --out benchmarks/results/chain_study_jump_lora.md
     # chosen settings only, with random jumps: only the last item predicts the next
     python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
         'LLMSRec[learning_rate=0.001,distill_reduction=sum]' --out benchmarks/results/chain_study_jump.md

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The converged ml-100k comparison on one CUDA GPU: LLMSRec (the authors' schedule, 10 history
-# items, up to 10 epochs), its ablations, LLMSRec-randomLLM, the LoRA baselines TALLRec and LLaRA,
+# items, up to 10 epochs), its ablations, LLMSRec-randomLLM, the LoRA baselines TALLRec, LLaRA and CoLLM,
 # SASRec (= the teacher), GRU4Rec, BERT4Rec, NARM and Pop, two seeds, every probe. Writes
 # results/ml-100k/ml-100k-gpu.*.
 #
@@ -19,7 +19,7 @@ llm_args=()
 [ -n "$llm_folder" ] && llm_args+=(--llm_path="$llm_folder")
 start=$(date +%s)
 "$python" run_recbole_llmsrec.py \
-    --compare=SASRec,LLMSRec,LLMSRec-noU,LLMSRec-noDU,LLMSRec-randomLLM,TALLRec,LLaRA,GRU4Rec,BERT4Rec,NARM,Pop \
+    --compare=SASRec,LLMSRec,LLMSRec-noU,LLMSRec-noDU,LLMSRec-randomLLM,TALLRec,LLaRA,CoLLM,GRU4Rec,BERT4Rec,NARM,Pop \
     --config_files="properties/quick_start/paper.yaml properties/quick_start/ml-100k-gpu.yaml" \
     --seeds=2 --probes=all --show_progress=False "${llm_args[@]}"
 echo "wall time: $(( $(date +%s) - start )) s"

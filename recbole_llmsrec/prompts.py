@@ -10,7 +10,10 @@ Text (the authors' wording; items joined by ``,``, oldest first)::
     representation token:[ItemOut]
 
 Text-only prompts (TALLRec) leave out every ``[HistoryEmb]`` slot and read "The item title is
-as follows: ..." for items.
+as follows: ..." for items. CoLLM's user prompt lists titles without slots and holds one
+``[HistoryEmb]`` slot for the user's own CF vector, in CoLLM's words: "... . Additionally, we
+have information about the user's preferences encoded in the feature [HistoryEmb]. Based on
+this sequence ..."; its item prompts are LLM-SRec's.
 
 Each prompt is tokenized as one string with the tokenizer's defaults, as in the authors'
 code; an over-long user prompt drops its oldest items (and is tokenized again) while the
@@ -32,6 +35,7 @@ from recbole_llmsrec.llm import SPECIAL_TOKENS
 NO_TITLE = "No Title"
 USER_PROMPT_PREFIX = "This user has made a series of purchases in the following order: "
 USER_PROMPT_SUFFIX = ". Based on this sequence of purchases, generate user representation token:[UserOut]"
+USER_EMBEDDING_SENTENCE = ". Additionally, we have information about the user's preferences encoded in the feature [HistoryEmb]"
 ITEM_PROMPT_PREFIX = 'The item title and item embedding are as follows: "'
 ITEM_PROMPT_SUFFIX = '"[HistoryEmb], then generate item representation token:[ItemOut]'
 TEXT_ITEM_PROMPT_PREFIX = 'The item title is as follows: "'
@@ -83,7 +87,8 @@ def format_date(timestamp: float) -> str:
 
 @dataclass
 class Prompt:
-    """One prompt as token ids, and the items whose vectors fill its ``[HistoryEmb]`` slots, in order."""
+    """One prompt as token ids, and the items whose vectors fill its ``[HistoryEmb]`` slots, in order
+    (none in a CoLLM user prompt: its one slot takes the user's vector)."""
 
     token_ids: list[int]
     history_items: list[int]
@@ -115,7 +120,10 @@ class PromptBuilder:
         history_length: the user prompt lists at most this many of the latest items.
         max_prompt_tokens: upper bound on a prompt's length in tokens.
         max_title_tokens: titles are cut to this many tokens.
-        history_embeddings: each title is followed by a ``[HistoryEmb]`` slot (False: text only).
+        history_embeddings: each title is followed by a ``[HistoryEmb]`` slot.
+        user_embedding: the user prompt holds one ``[HistoryEmb]`` slot, after the history, for
+            the user's CF vector (CoLLM). Item prompts hold their item's slot when either is
+            set, and are text only when neither is.
     """
 
     def __init__(
@@ -126,9 +134,12 @@ class PromptBuilder:
         max_prompt_tokens: int = 1024,
         max_title_tokens: int = 48,
         history_embeddings: bool = True,
+        user_embedding: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.history_embeddings = history_embeddings
+        self.user_embedding = user_embedding
+        self.item_embeddings = history_embeddings or user_embedding
         self.slot = HISTORY_SLOT if history_embeddings else ""
         self.history_length = history_length
         self.max_prompt_tokens = max_prompt_tokens
@@ -141,7 +152,7 @@ class PromptBuilder:
         # word boundary before the first item, where whole-string tokenization cannot merge.
         self.user_prefix_ids = self._encode([USER_PROMPT_PREFIX.rstrip()])[0]
         item_prefix, item_suffix = (
-            (ITEM_PROMPT_PREFIX, ITEM_PROMPT_SUFFIX) if history_embeddings else (TEXT_ITEM_PROMPT_PREFIX, TEXT_ITEM_PROMPT_SUFFIX)
+            (ITEM_PROMPT_PREFIX, ITEM_PROMPT_SUFFIX) if self.item_embeddings else (TEXT_ITEM_PROMPT_PREFIX, TEXT_ITEM_PROMPT_SUFFIX)
         )
         self.item_prefix_ids = self._encode([item_prefix[: item_prefix.rindex(" ")]])[0]
         self.item_prompt_ids = self._encode([item_prefix + title + item_suffix for title in self.titles])
@@ -165,7 +176,8 @@ class PromptBuilder:
             f"Item No.{k + 1}, " + (f"Time: {dates[k]}, " if dates is not None else "") + f'"{self.titles[item]}"{self.slot}'
             for k, item in enumerate(items)
         ]
-        return USER_PROMPT_PREFIX + HISTORY_SEPARATOR.join(entries) + USER_PROMPT_SUFFIX
+        user_slot = USER_EMBEDDING_SENTENCE if self.user_embedding else ""
+        return USER_PROMPT_PREFIX + HISTORY_SEPARATOR.join(entries) + user_slot + USER_PROMPT_SUFFIX
 
     def _latest(self, history: Sequence[int], timestamps: Sequence[float] | None, keep: int) -> tuple[list[int], list[str] | None]:
         items = [int(i) for i in history[len(history) - keep :]]
@@ -210,7 +222,7 @@ class PromptBuilder:
 
     def item_prompts(self, item_ids: torch.Tensor) -> list[Prompt]:
         """Item prompts for a tensor of item ids."""
-        return [Prompt(self.item_prompt_ids[i], [i] if self.history_embeddings else []) for i in item_ids.cpu().tolist()]
+        return [Prompt(self.item_prompt_ids[i], [i] if self.item_embeddings else []) for i in item_ids.cpu().tolist()]
 
     @staticmethod
     def shared_prefix_length(prompts: Sequence[Prompt], prefix_ids: list[int]) -> int:

@@ -1,6 +1,6 @@
 """Run a model through the plugin: RecBole's ``run_recbole`` without ray, FLOP counting or model copies.
 
-For the models that read a CF teacher (LLMSRec, LLaRA) the teacher stage runs first (trained
+For the models that read a CF teacher (LLMSRec, LLaRA, CoLLM) the teacher stage runs first (trained
 once per dataset, split and teacher config, then reused), and both models are evaluated side
 by side on valid and test, in full ranking and in the paper's 1 target + 99 sampled negatives.
 
@@ -36,12 +36,12 @@ COMPARISON_METRICS = ("ndcg@10", "ndcg@20", "hit@10", "hit@20")
 
 
 def is_llm_model(name: str) -> bool:
-    """Whether ``name`` is one of the plugin's LLM recommenders (LLMSRec, TALLRec, LLaRA)."""
+    """Whether ``name`` is one of the plugin's LLM recommenders (LLMSRec, TALLRec, LLaRA, CoLLM)."""
     return issubclass(get_model(name), LLMRecommender)
 
 
 def uses_teacher(name: str) -> bool:
-    """Whether the model ``name`` reads a frozen CF teacher (LLMSRec, LLaRA), trained first."""
+    """Whether the model ``name`` reads a frozen CF teacher (LLMSRec, LLaRA, CoLLM), trained first."""
     return getattr(get_model(name), "uses_teacher", False)
 
 

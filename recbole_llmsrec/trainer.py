@@ -439,7 +439,7 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
 
 
 # The LoRA baselines train on the same schedule, so that their curves compare with LLMSRec's.
-TALLRecTrainer = LLaRATrainer = LLMSRecTrainer
+TALLRecTrainer = LLaRATrainer = CoLLMTrainer = LLMSRecTrainer
 
 
 class TeacherTrainer(SafetensorsCheckpointTrainer):

@@ -1,10 +1,12 @@
-"""The common part of the plugin's LLM recommenders: LLMSRec, TALLRec and LLaRA.
+"""The common part of the plugin's LLM recommenders: LLMSRec, TALLRec, LLaRA and CoLLM.
 
 A causal LLM reads a prompt per user (the latest items, oldest first, with titles and
 dates) and per item; the last hidden state at the prompt's output token (``[UserOut]``,
 ``[ItemOut]``), through an MLP head, is the user or item vector, and a user scores an item by
 their dot product. Where the model says so (``injects_history``), each title is followed by a
-``[HistoryEmb]`` slot holding the item's embedding from a frozen CF teacher through ``f_I``.
+``[HistoryEmb]`` slot holding the item's embedding from a frozen CF teacher through ``f_I``;
+where it says ``injects_user``, one slot in the user prompt holds the teacher's user vector
+through the same ``f_I``.
 Training is next-item retrieval against sampled negatives; subclasses add their own terms.
 """
 
@@ -57,8 +59,10 @@ class LLMRecommender(SequentialRecommender):
     r"""Shared machinery of the LLM recommenders: LLM loading, prompts, packed LLM passes, the
     catalogue cache, negative sampling and the distributed global batch.
 
-    Subclasses set ``uses_teacher`` (a frozen CF teacher is loaded) and ``injects_history``
-    (prompts carry ``[HistoryEmb]`` slots filled from the teacher's item embeddings), may add
+    Subclasses set ``uses_teacher`` (a frozen CF teacher is loaded), ``injects_history``
+    (prompts carry ``[HistoryEmb]`` slots filled from the teacher's item embeddings) and
+    ``injects_user`` (the user prompt carries one slot filled from the teacher's user vector,
+    item prompts their item's slot), may add
     layers in :meth:`_define_layers` and loss inputs in :meth:`_extra_loss_inputs`, and may
     replace :meth:`weighted_losses` (by default the retrieval loss alone).
     """
@@ -70,6 +74,7 @@ class LLMRecommender(SequentialRecommender):
     reads_global_batch = True
     uses_teacher = True
     injects_history = True
+    injects_user = False
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -108,6 +113,7 @@ class LLMRecommender(SequentialRecommender):
             max_prompt_tokens=config["max_prompt_tokens"],
             max_title_tokens=config["max_title_tokens"],
             history_embeddings=self.injects_history,
+            user_embedding=self.injects_user,
         )
         self.user_history = self._interacted_items(dataset)
         # what a checkpoint of this model must be loaded with (checked by load_checkpoint)
@@ -120,8 +126,9 @@ class LLMRecommender(SequentialRecommender):
         llm_size = llm.get_input_embeddings().embedding_dim
         cf_size = teacher.item_embedding.embedding_dim if teacher is not None else None
 
-        # define layers: f_I (when vectors are injected), f_user, f_item, the subclass's, and the two output-token vectors
-        if self.injects_history:
+        # define layers: f_I (when CF vectors are injected: one mapping for item and user vectors,
+        # as CoLLM's), f_user, f_item, the subclass's, and the two output-token vectors
+        if self.prompts.item_embeddings:
             self.item_adapter = projection_mlp(cf_size, llm_size, llm_size, nn.LeakyReLU())
         self.user_head = projection_mlp(llm_size, self.head_hidden_size, self.projection_size, nn.LeakyReLU())
         self.item_head = projection_mlp(llm_size, self.head_hidden_size, self.projection_size, nn.LeakyReLU())
@@ -189,6 +196,7 @@ class LLMRecommender(SequentialRecommender):
         head: nn.Module,
         what: str,
         sharded: bool = False,
+        slot_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``head`` of the LLM's last hidden state at each prompt's output token, ``[len(prompts), d']``.
 
@@ -198,6 +206,8 @@ class LLMRecommender(SequentialRecommender):
         passes show a progress bar. ``sharded`` (a collective call in a distributed run): each
         rank runs every world-size-th pass and the vectors are all-gathered; a pass is the
         same computation on any rank, so the vectors equal the single-process ones.
+        ``slot_vectors`` ``[len(prompts), d_llm]``: each prompt's one ``[HistoryEmb]`` slot holds
+        its row (CoLLM's user prompts); without them the slots hold their items' vectors.
         """
         skip = self.prompts.shared_prefix_length(prompts, prefix_ids) if self.llm_prefix_cache else 0
         prefix = self._prefix_key_values(prefix_ids) if skip else None
@@ -208,7 +218,10 @@ class LLMRecommender(SequentialRecommender):
         if self.show_progress and not torch.is_grad_enabled() and len(mine) > 1:
             mine = tqdm(mine, desc=f"LLM {what} vectors", ncols=100, leave=False)
         parts = [
-            head(self._llm_chunk(self.prompts.collate([prompts[i] for i in chunk], skip), prefix, output_vector, output_token_id))
+            head(self._llm_chunk(
+                self.prompts.collate([prompts[i] for i in chunk], skip), prefix, output_vector, output_token_id,
+                None if slot_vectors is None else slot_vectors[chunk],
+            ))
             for chunk in mine
         ]
         vectors = torch.cat(parts) if parts else output_vector.new_zeros(0, head[-1].out_features)  # [n_mine, d'] in pass order
@@ -232,14 +245,17 @@ class LLMRecommender(SequentialRecommender):
             self._prefix_cache[key] = [(keys, values) for keys, values, *_ in cache]
         return self._prefix_cache[key]
 
-    def _llm_chunk(self, batch, prefix, output_vector: torch.Tensor, output_token_id: int) -> torch.Tensor:
+    def _llm_chunk(
+        self, batch, prefix, output_vector: torch.Tensor, output_token_id: int, slot_vectors: torch.Tensor | None
+    ) -> torch.Tensor:
         input_ids = batch.input_ids.to(self.device)  # [B, T] (after the cached prefix, if any)
         embeddings = self.llm.get_input_embeddings()(input_ids)  # [B, T, d_llm]
         dtype = embeddings.dtype
         history_slots = (input_ids == self.prompts.history_token_id).unsqueeze(-1)  # [B, T, 1]
-        if self.injects_history:
-            history_vectors = self.item_adapter(self.teacher.item_embedding(batch.history_items.to(self.device)))  # [N, d_llm]
-            embeddings = embeddings.masked_scatter(history_slots.expand_as(embeddings), history_vectors.to(dtype))
+        if slot_vectors is None and self.prompts.item_embeddings:
+            slot_vectors = self.item_adapter(self.teacher.item_embedding(batch.history_items.to(self.device)))  # [N, d_llm]
+        if slot_vectors is not None:  # row-major: the slots' order in the batch
+            embeddings = embeddings.masked_scatter(history_slots.expand_as(embeddings), slot_vectors.to(dtype))
         output_slots = input_ids == output_token_id  # [B, T]
         embeddings = torch.where(output_slots.unsqueeze(-1), output_vector.to(dtype), embeddings)
         read_slots = output_slots
@@ -284,7 +300,16 @@ class LLMRecommender(SequentialRecommender):
             self.prompts.user_out_token_id,
             self.user_head,
             "user",
+            slot_vectors=self._user_slot_vectors(item_seq, item_seq_len),
         )
+
+    def _user_slot_vectors(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor | None:
+        """With ``injects_user``, the teacher's user vectors through ``f_I``, ``[B, d_llm]``, for the user prompts' slot."""
+        if not self.injects_user:
+            return None
+        with torch.no_grad():
+            teacher_users = self.teacher(item_seq, item_seq_len)  # [B, d_cf]
+        return self.item_adapter(teacher_users)
 
     # ------------------------------------------------------------------ training
     def sample_negatives(self, users: torch.Tensor, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -408,7 +433,7 @@ class LLMRecommender(SequentialRecommender):
 
 
 class LoRARecommender(LLMRecommender):
-    r"""An LLM recommender whose LLM is fine-tuned with LoRA (peft): the TALLRec and LLaRA baselines.
+    r"""An LLM recommender whose LLM is fine-tuned with LoRA (peft): the TALLRec, LLaRA and CoLLM baselines.
 
     LoRA adapters (``lora_r``, ``lora_alpha``, ``lora_dropout`` on ``lora_target_modules``) are
     injected into the LLM and train with the heads and the output-token vectors on the
