@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from recbole.data import create_dataset
 from recbole.trainer import Trainer
@@ -39,6 +38,7 @@ from recbole_llmsrec.checkpoint import read_metadata, rebuild_config_dict
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.fingerprints import stamp_training_data
+from recbole_llmsrec.memory import PeakMemory
 from recbole_llmsrec.quick_start import (
     COMPARISON_METRICS,
     COMPARISON_MODES,
@@ -202,8 +202,11 @@ def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | N
     training's wall time, summed over interrupted parts (None when that is unknown).
 
     ``marker`` is written before training starts and names the run's checkpoint, whose resume
-    state (after every validation) is what a rerun of the comparison continues from.
+    state (after every validation) is what a rerun of the comparison continues from. The fit's peak
+    memory (:class:`~recbole_llmsrec.memory.PeakMemory`, model loading included) is left in the
+    trainer's ``peak_memory``.
     """
+    peak = PeakMemory(config["device"])
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, model_dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -215,10 +218,9 @@ def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | N
         trainer.resume_checkpoint(unfinished)
     if resumable:
         write_json_atomic(marker, {"checkpoint": trainer.saved_model_file})
-    if config["device"].type == "cuda":
-        torch.cuda.reset_peak_memory_stats(config["device"])
     start = time.perf_counter()
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    trainer.peak_memory = peak.read()
     return trainer, trainer.fit_seconds if resumable else time.perf_counter() - start
 
 
@@ -239,10 +241,10 @@ def interrupted_checkpoint(marker: Path, config: Config) -> str | None:
     return checkpoint if unfinished and metadata["config"] == rebuild_config_dict(config) else None
 
 
-def training_cost(trainer: Trainer, train_seconds: float | None, device: torch.device | None) -> dict[str, float | None]:
+def training_cost(trainer: Trainer, train_seconds: float | None) -> dict[str, float | None]:
     """What training a model cost: trainable tensor elements, seconds per training epoch (validations
-    included) and, with ``device`` a CUDA device whose peak was reset before the fit (:func:`_fit`),
-    the fit's peak GPU memory in MiB (None otherwise: on CPU no per-model peak is kept)."""
+    included) and the peak memory of a fit by :func:`_fit` in MiB, GPU (CUDA only) and process RSS
+    (Linux only); None where unknown, e.g. for a teacher trained by the teacher stage."""
     rounds = len(trainer.train_loss_dict)  # RecBole records one entry per epoch (LLMSRec's trainer: per validation round)
     epochs = trainer.epoch_of_round(rounds - 1) if hasattr(trainer, "epoch_of_round") and rounds else rounds
     per_epoch = train_seconds / epochs if train_seconds and epochs else None
@@ -251,7 +253,7 @@ def training_cost(trainer: Trainer, train_seconds: float | None, device: torch.d
     return {
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "seconds_per_epoch": per_epoch,
-        "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device and device.type == "cuda" else None,
+        **getattr(trainer, "peak_memory", {"peak_memory_mib": None, "peak_rss_mib": None}),
     }
 
 
@@ -350,7 +352,7 @@ def evaluate_trained(
         trainer, result["train_seconds"] = _fit(config, splits[0], train_data, valid_data, marker)
     else:
         trainer, result["train_seconds"] = teacher
-    result["cost"] = training_cost(trainer, result["train_seconds"], config["device"] if teacher is None else None)
+    result["cost"] = training_cost(trainer, result["train_seconds"])
     result["curve"] = getattr(trainer, "curve", None)  # LLMSRec: losses and validation per validation round
     start = time.perf_counter()
     trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])

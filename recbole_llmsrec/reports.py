@@ -154,13 +154,13 @@ def write_reports(
     written = []
     columns = metric_columns() + [Column("train s", "seconds"), Column("eval s", "seconds"),
                                   Column("trainable params", "count"), Column("s / epoch", "seconds"),
-                                  Column("peak GPU MiB", "count")]
+                                  Column("peak GPU MiB", "count"), Column("peak RSS MiB", "count")]
 
     def comparison_cells(result):
         cost = result.get("cost") or {}
         return {**_test_cells(result["metrics"]), "train s": result["train_seconds"], "eval s": result["eval_seconds"],
                 "trainable params": cost.get("trainable_parameters"), "s / epoch": cost.get("seconds_per_epoch"),
-                "peak GPU MiB": cost.get("peak_memory_mib")}
+                "peak GPU MiB": cost.get("peak_memory_mib"), "peak RSS MiB": cost.get("peak_rss_mib")}
 
     rows = _rows(results, comparison_cells)
     teachers = {label: per_seed for label, per_seed in results.items() if "teacher" in per_seed[0]}
@@ -174,7 +174,9 @@ def write_reports(
              f"{seed_note} train s = wall time of fitting (per-epoch validation included); eval s = one test pass "
              "in full ranking (LLMSRec: item vectors already cached by the last validation); trainable params = "
              "tensor elements the optimizer updates (LLM models: heads, output tokens, LoRA adapters; the frozen "
-             "LLM and teacher excluded); s / epoch = train s per training epoch; peak GPU MiB only on CUDA. Same filtering, "
+             "LLM and teacher excluded); s / epoch = train s per training epoch; peak GPU MiB (CUDA only) and peak "
+             "RSS MiB (the process's resident memory, Linux only; LLM loading included, and never below what the "
+             "rows before it left allocated) during the fit, none for a teacher trained earlier. Same filtering, "
              "split, seed and metrics for every row; a plain row of LLMSRec's teacher model (e.g. SASRec) is that "
              "teacher itself (same checkpoint), else a teacher row is added.")
     path = folder / f"{profile}.md"

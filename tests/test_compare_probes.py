@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from recbole_llmsrec import compare, probes, reports
 from recbole_llmsrec.checkpoint import read_metadata
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
+from recbole_llmsrec.memory import PeakMemory
 from recbole_llmsrec.quick_start import mode_config
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer
@@ -210,7 +212,7 @@ def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypat
     folder = tmp_path / "results" / "chain"
     columns, rows = reports.parse_table((folder / "chain-probe.md").read_text())
     assert columns[:2] == ["NDCG@10 full", "NDCG@20 full"]
-    assert columns[-5:] == ["train s", "eval s", "trainable params", "s / epoch", "peak GPU MiB"]
+    assert columns[-6:] == ["train s", "eval s", "trainable params", "s / epoch", "peak GPU MiB", "peak RSS MiB"]
     label = next(iter(outcome["results"]))
     assert rows[label]["NDCG@10 full"] == (round(original, 4), None)
     assert (folder / "chain-probe.png").stat().st_size > 0 and (folder / "chain-probe.shuffle.md").is_file()
@@ -381,3 +383,15 @@ def test_comparison_seeds_count_from_first_seed(tmp_path, monkeypatch):
     compare.run_comparison("Pop", config_files=[str(profile)], seeds=2, results_dir=tmp_path / "results", first_seed=7)
     assert seen == [(7, 7), (8, 8)]
     assert sorted(path.name for path in (tmp_path / "results" / "tiny" / "tiny").iterdir()) == ["Pop-seed7.json", "Pop-seed8.json"]
+
+
+def test_the_peak_rss_counts_what_its_stretch_allocated_and_restarts_after_it():
+    measured = PeakMemory(torch.device("cpu"))
+    block = mmap.mmap(-1, 64 * 2**20)  # fresh pages from the system, whatever the allocators hold
+    block.write(b"\1" * len(block))  # every page made resident
+    with_block = measured.read()
+    block.close()  # the pages go back
+    after = PeakMemory(torch.device("cpu")).read()
+    assert with_block["peak_memory_mib"] is None  # no GPU peak on the CPU
+    assert with_block["peak_rss_mib"] - after["peak_rss_mib"] > 48
+

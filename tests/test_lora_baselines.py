@@ -143,7 +143,10 @@ def test_compare_runs_both_with_the_probes(tiny_settings, tmp_path):
     for name in ("SASRec",) + MODELS:
         cost = stored[f"{name}-seed2020"]["cost"]
         assert cost["seconds_per_epoch"] > 0 and cost["peak_memory_mib"] is None  # no GPU here
-    assert "trainable params" in (tmp_path / "results" / "tiny" / "tiny.md").read_text()
+        # the process's peak memory during each LoRA fit, at least its LLM's weights; none for the teacher trained earlier
+        llm_mib = sum(p.numel() * p.element_size() for p in llara.llm.parameters()) / 2**20
+        assert (cost["peak_rss_mib"] > llm_mib) if name in MODELS else cost["peak_rss_mib"] is None
+    assert "trainable params" in (report := (tmp_path / "results" / "tiny" / "tiny.md").read_text()) and "peak RSS MiB" in report
     for name in ("LLaRA", "CoLLM"):
         assert stored[f"{name}-seed2020"]["teacher"]["checkpoint"] == stored["SASRec-seed2020"]["checkpoint"]
     assert "teacher" not in stored["TALLRec-seed2020"]
