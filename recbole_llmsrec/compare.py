@@ -374,7 +374,9 @@ def evaluate_trained(
     if "similarity" in probe_names:
         if probes.has_user_vectors(model):
             cosine = probes.representation_similarity(model, splits[2], shuffled_test)
-            result["probes"]["similarity"] = {"mean": float(cosine.mean()), "std": float(cosine.std()), "users": len(cosine)}
+            others = probes.other_user_similarity(model, splits[2], config["seed"])
+            result["probes"]["similarity"] = {"mean": float(cosine.mean()), "std": float(cosine.std()), "users": len(cosine),
+                                              "other_users": float(others.mean())}
         else:
             result["probes"]["similarity"] = None  # no user vector (e.g. a general recommender)
     if "breakdown" in probe_names:

@@ -6,7 +6,9 @@
   ``timestamp_list`` with numbering by position, so titles, ``[HistoryEmb]`` vectors and
   dates move together and the numbering stays, as in the paper.
 - :func:`representation_similarity`: cosine between a user's vector from the original and
-  from the shuffled history.
+  from the shuffled history; :func:`other_user_similarity`, the cosine between different
+  users' vectors, is its floor: a vector the shuffle leaves unchanged says little about order
+  when every user's is about the same.
 - :func:`warm_cold_items` and :func:`transition_users`: the paper's breakdowns.
 - :func:`per_user_metrics`: RecBole's NDCG@k and Hit@k per evaluated user, from the same
   scores and masking as ``Trainer.evaluate`` (whose averages they reproduce).
@@ -113,6 +115,19 @@ def representation_similarity(model, split, shuffled_split, batch_size: int = 25
     original = user_vectors(model, split, batch_size)  # [R, d]
     shuffled = user_vectors(model, shuffled_split, batch_size)  # [R, d]
     return F.cosine_similarity(original, shuffled, dim=1).numpy()
+
+
+def other_user_similarity(model, split, seed: int, batch_size: int = 256) -> np.ndarray:
+    """Per-row cosine similarity ``[R]`` between a row's user vector and another row's
+    (:func:`cycle_cosine`); an LLM model's vectors come from its cache."""
+    return cycle_cosine(user_vectors(model, split, batch_size), seed)
+
+
+def cycle_cosine(vectors: torch.Tensor, seed: int) -> np.ndarray:
+    """Cosine ``[R]`` of each row of ``vectors`` ``[R, d]`` with the row after it in a seeded random cycle (never itself)."""
+    order = torch.randperm(len(vectors), generator=torch.Generator().manual_seed(seed))  # [R]
+    cosine = F.cosine_similarity(vectors[order], vectors[order.roll(-1)], dim=1)  # [R], in cycle order
+    return cosine[torch.argsort(order)].numpy()
 
 
 # ---------------------------------------------------------------------- breakdowns

@@ -212,13 +212,16 @@ def write_reports(
         written += [path, path.with_suffix(".png")]
 
     rows = _rows(results, lambda r: None if not r["probes"].get("similarity") else {
-        "cosine": r["probes"]["similarity"]["mean"], "std over users": r["probes"]["similarity"]["std"]})
+        "cosine": r["probes"]["similarity"]["mean"], "std over users": r["probes"]["similarity"]["std"],
+        "other users": r["probes"]["similarity"].get("other_users")})  # absent from results stored before it existed
     if rows:
         path = folder / f"{profile}.similarity.md"
         notes = ("Mean cosine similarity between each test user's vector from the original and from the shuffled "
-                 f"history (the inference-shuffle permutation), and its std over users. {seed_note}")
+                 "history (the inference-shuffle permutation), and its std over users; other users = mean cosine "
+                 "between different test users' vectors (each against another in a seeded cycle), the level at which "
+                 f"a vector no longer tells its user apart: an unchanged vector means little when this is as high. {seed_note}")
         write_table(path, f"Representation similarity: {folder.name}, profile {profile}", notes,
-                    [Column("cosine"), Column("std over users")], rows)
+                    [Column("cosine"), Column("std over users"), Column("other users")], rows)
         bar_chart(path.with_suffix(".png"), "cosine(original, shuffled) user vector", "mean cosine", ["cosine"], rows)
         written += [path, path.with_suffix(".png")]
 

@@ -94,6 +94,17 @@ def test_similarity_of_identical_histories_is_one(tiny_sasrec):
     np.testing.assert_allclose(same, 1.0, atol=1e-5)
     shuffled = probes.representation_similarity(trainer.model, splits[2], probes.shuffle_histories(splits[2], seed=3))
     assert shuffled.mean() < 0.999
+    others = probes.other_user_similarity(trainer.model, splits[2], seed=3)
+    assert others.shape == same.shape and others.mean() < 0.9  # the teacher tells its users apart
+
+
+def test_cycle_cosine_pairs_every_row_with_another_row():
+    orthogonal = torch.eye(5)  # a row paired with itself would score 1
+    np.testing.assert_allclose(probes.cycle_cosine(orthogonal, seed=1), 0.0)
+    np.testing.assert_allclose(probes.cycle_cosine(torch.ones(5, 3), seed=1), 1.0, rtol=1e-6)
+    two_groups = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)
+    cosine = probes.cycle_cosine(two_groups, seed=4)
+    assert 0 < cosine.mean() < 1 and not np.array_equal(cosine, probes.cycle_cosine(two_groups, seed=5))
 
 
 @pytest.mark.parametrize("name", ["BERT4Rec", "NARM", "GRU4Rec"])
@@ -236,12 +247,15 @@ def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, 
     assert llm["overrides"] == {"uniform_weight": 0.0} and llm["teacher"]["trained"]
     assert llm["probes"]["shuffle"]["window"] == tiny_settings["history_length"]
     assert 0.0 < llm["probes"]["similarity"]["mean"] <= 1.0
+    assert -1.0 <= llm["probes"]["similarity"]["other_users"] <= 1.0
     assert set(llm["probes"]["breakdown"]["full"]) == set(reports.BREAKDOWN_GROUPS)
     stored = json.loads((tmp_path / "results" / "tiny" / "tiny-llm" / "LLMSRec-noU-seed2020.json").read_text())
     assert stored["metrics"] == llm["metrics"]
     _, rows = reports.parse_table((tmp_path / "results" / "tiny" / "tiny-llm.md").read_text())
     assert list(rows) == ["LLMSRec-noU", "SASRec[hidden_size=16,inner_size=32]", "SASRec (teacher of LLMSRec-noU)"]
     assert rows["SASRec (teacher of LLMSRec-noU)"]["eval s"] is None
+    _, similarity = reports.parse_table((tmp_path / "results" / "tiny" / "tiny-llm.similarity.md").read_text())
+    assert similarity["LLMSRec-noU"]["other users"][0] == pytest.approx(llm["probes"]["similarity"]["other_users"], abs=1e-3)
 
     # asking for one more, training-time probe trains only the shuffled model
     monkeypatch.setattr(compare, "evaluate_trained", lambda *a, **k: pytest.fail("retrained the original model"))
