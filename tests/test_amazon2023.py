@@ -370,7 +370,10 @@ def fit_one_epoch(config: Config, dataset) -> tuple[float, dict]:
     train_data, valid_data, _ = data_preparation(config, dataset)
     model = get_model("SASRec")(config, train_data._dataset)
     trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)
-    _, valid_result = trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    try:
+        _, valid_result = trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    finally:  # its writer thread would flush later into log_tensorboard/ relative to another working folder
+        trainer.tensorboard.close()
     return trainer.train_loss_dict[0], valid_result
 
 
