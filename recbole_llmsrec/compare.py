@@ -49,7 +49,7 @@ from recbole_llmsrec.quick_start import (
     evaluate_in_modes,
 )
 from recbole_llmsrec.reports import write_reports
-from recbole_llmsrec.teacher import SHARED_KEYS, teacher_config, train_teacher
+from recbole_llmsrec.teacher import SHARED_KEYS, cf_budget, teacher_config, train_teacher
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer, TeacherTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
@@ -63,9 +63,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 PROBES = ("shuffle", "train_shuffle", "similarity", "breakdown")
 TRAINING_PROBES = ("train_shuffle",)  # probes that train their own model
-# Settings of an LLM profile that a CF baseline takes from ``teacher_config`` instead
-# (the quick-start profile's ``epochs: 1`` is LLMSRec's budget, not SASRec's).
-CF_BUDGET_KEYS = ("epochs", "stopping_step", "train_batch_size")
 RESULT_FORMAT = "recbole_llmsrec.compare/2"  # 2: authors' schedule, whole-prompt tokens, SASRec row = teacher
 
 
@@ -171,8 +168,7 @@ def model_settings(spec: ModelSpec, dataset: str | None, config_files: list[str]
         llm_config = Config(model=PROFILE_MODEL, dataset=dataset, config_file_list=config_files)
         settings.update({key: llm_config[key] for key in SHARED_KEYS if llm_config[key] is not None})
         if not is_llm_model(spec.model):
-            budget = llm_config["teacher_config"] or {}
-            settings.update({key: budget[key] for key in CF_BUDGET_KEYS if key in budget})
+            settings.update(cf_budget(llm_config))
     settings["seed"] = seed
     settings.update(spec.overrides)
     return settings

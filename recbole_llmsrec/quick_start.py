@@ -2,7 +2,8 @@
 
 For the models that read a CF teacher (LLMSRec, LLaRA, CoLLM) the teacher stage runs first (trained
 once per dataset, split and teacher config, then reused), and both models are evaluated side
-by side on valid and test, in full ranking and in the paper's 1 target + 99 sampled negatives.
+by side, with RecBole's Pop as the floor, on valid and test, in full ranking and in the paper's
+1 target + 99 sampled negatives.
 
 :func:`run` is RecBole's ``run``: one process, or ``nproc`` processes on RecBole's
 distributed path (:mod:`recbole_llmsrec.distributed`).
@@ -25,7 +26,7 @@ from recbole_llmsrec.data_preparation import build_dataloaders, data_preparation
 from recbole_llmsrec.distributed import end_process_group, is_main_process
 from recbole_llmsrec.fingerprints import data_fingerprint, stamp_training_data
 from recbole_llmsrec.model.abstract_recommender import LLMRecommender
-from recbole_llmsrec.teacher import teacher_config, train_teacher
+from recbole_llmsrec.teacher import cf_budget, sibling_config, teacher_config, train_teacher
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer, properties_dir
 from recbole_llmsrec.validation import check_inputs
@@ -74,6 +75,24 @@ def evaluate_in_modes(config: Config, dataset, splits: list, trainers: dict[str,
     return results
 
 
+def popularity_results(config: Config) -> dict[str, dict[str, dict]]:
+    """RecBole's ``Pop`` on the run's data, split and seed, in :func:`evaluate_in_modes`'s form: the floor of the table.
+
+    It is the ``Pop`` row of ``--compare`` (the CF baselines' batch size included): every
+    training interaction counts, not only the LLM model's training samples, and the sampled
+    negatives are the same.
+    """
+    pop_config = sibling_config(config, "Pop", cf_budget(config))
+    dataset = create_dataset(pop_config)
+    splits = dataset.build()
+    train_data = build_dataloaders(pop_config, dataset, splits)[0]
+    init_seed(pop_config["seed"], pop_config["reproducibility"])
+    model = get_model("Pop")(pop_config, splits[0]).to(pop_config["device"])
+    trainer = get_trainer(pop_config["MODEL_TYPE"], "Pop")(pop_config, model)
+    trainer.fit(train_data, saved=False, show_progress=False)
+    return evaluate_in_modes(pop_config, dataset, splits, {"Pop": trainer})
+
+
 def format_comparison(results: dict[str, dict[str, dict]]) -> str:
     """A plain-text table: one row per model and phase/mode, one column per metric."""
     header = f"{'model':<10} {'split / ranking':<16}" + "".join(f"{m:>10}" for m in COMPARISON_METRICS)
@@ -100,7 +119,7 @@ def run_recbole_llmsrec(
 
     Returns ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result`` and
     ``test_result``; for LLMSRec also ``teacher_checkpoint``, ``teacher_result`` and
-    ``comparison`` (teacher vs LLMSRec, valid/test, full/uni100).
+    ``comparison`` (Pop, the teacher and LLMSRec, valid/test, full/uni100).
     """
     if resume:
         settings = read_metadata(resume)["config"]
@@ -155,7 +174,7 @@ def run_recbole_llmsrec(
     if uses_teacher(config["model"]):
         teacher_trainer = SafetensorsCheckpointTrainer(teacher_config(config), recommender.teacher)
         trainers = {config["teacher_model"]: teacher_trainer, **trainers}
-        extra["comparison"] = evaluate_in_modes(config, data, splits, trainers)
+        extra["comparison"] = {**popularity_results(config), **evaluate_in_modes(config, data, splits, trainers)}
         logger.info("Side by side (same split, same sampled negatives):\n" + format_comparison(extra["comparison"]))
 
     if not config["single_spec"]:

@@ -36,20 +36,37 @@ SHARED_KEYS = tuple(k for k in dataset_arguments + evaluation_arguments if k != 
 )
 
 
-def teacher_config(config) -> PriorityDictConfig:
-    """Config of the teacher model: the run's data, split and evaluation, plus ``teacher_config``."""
+# Settings of an LLM profile that a CF baseline takes from ``teacher_config`` instead (the
+# quick-start profile's ``epochs: 1`` is LLMSRec's budget, not SASRec's). The batch size also
+# matters to RecBole's Pop, which counts an item at most once per training batch.
+CF_BUDGET_KEYS = ("epochs", "stopping_step", "train_batch_size")
+
+
+def cf_budget(config) -> dict[str, Any]:
+    """The training budget a CF baseline of this run takes: ``teacher_config``'s :data:`CF_BUDGET_KEYS`."""
+    budget = config["teacher_config"] or {}
+    return {key: budget[key] for key in CF_BUDGET_KEYS if key in budget}
+
+
+def sibling_config(config, model: str, settings: dict[str, Any] | None = None) -> PriorityDictConfig:
+    """Config of another model on the run's data, split, evaluation and seed, with ``settings`` on top."""
     overrides = {key: config[key] for key in SHARED_KEYS if config[key] is not None}
-    if not config["single_spec"]:  # the teacher trains and evaluates on the run's ranks
+    if not config["single_spec"]:  # it trains and evaluates on the run's ranks
         overrides.update({key: config[key] for key in DISTRIBUTED_KEYS})
     if "data_path" in config.external_config_dict:  # as given: RecBole appends the dataset name to the final value
         overrides["data_path"] = config.external_config_dict["data_path"]
-    overrides.update(config["teacher_config"] or {})
+    overrides.update(settings or {})
     return PriorityDictConfig(
-        model=config["teacher_model"],
+        model=model,
         dataset=config["dataset"],
         config_file_list=config.config_file_list,
         config_dict=overrides,
     )
+
+
+def teacher_config(config) -> PriorityDictConfig:
+    """Config of the teacher model: the run's data, split and evaluation, plus ``teacher_config``."""
+    return sibling_config(config, config["teacher_model"], config["teacher_config"])
 
 
 def teacher_cache_key(config, train_dataset) -> str:

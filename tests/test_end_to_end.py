@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
+from recbole_llmsrec.compare import run_comparison
 from recbole_llmsrec.quick_start import load_data_and_model, run_recbole_llmsrec
 
 METRICS = {"ndcg@10", "ndcg@20", "hit@10", "hit@20"}
 
 
-def test_run_llmsrec_end_to_end(tiny_settings):
+def test_run_llmsrec_end_to_end(tiny_settings, tmp_path):
     result = run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=tiny_settings)
     assert set(result["best_valid_result"]) == METRICS and set(result["test_result"]) == METRICS
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     assert result["valid_score_bigger"] is True
     assert result["best_valid_score"] == result["best_valid_result"]["ndcg@10"]
     comparison = result["comparison"]
-    assert set(comparison) == {"SASRec", "LLMSRec"}
+    assert set(comparison) == {"Pop", "SASRec", "LLMSRec"}
     for by_setting in comparison.values():
         assert set(by_setting) == {"valid full", "test full", "valid uni100", "test uni100"}
     assert comparison["LLMSRec"]["test full"] == dict(result["test_result"])  # same model, same split
     # ranking among 100 candidates is never harder than among the whole catalogue
     assert comparison["LLMSRec"]["test uni100"]["hit@20"] >= comparison["LLMSRec"]["test full"]["hit@20"]
+    # the table's floor is the Pop row of --compare on the same settings (every training interaction, same negatives)
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**tiny_settings, "dataset": "tiny"}))
+    compared = run_comparison("Pop", config_files=[str(profile)], results_dir=tmp_path / "results")
+    assert comparison["Pop"] == compared["results"]["Pop"][0]["metrics"]
+    assert comparison["Pop"]["test full"] != comparison["SASRec"]["test full"]
 
     config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
     model.eval()
