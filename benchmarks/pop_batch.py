@@ -18,14 +18,9 @@ from pathlib import Path
 import torch
 
 import recbole_llmsrec  # noqa: F401  (compatibility layer)
-from recbole.data import create_dataset
-from recbole.utils import init_seed
-
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
-from recbole_llmsrec.quick_start import COMPARISON_METRICS
-from recbole_llmsrec.teacher import sibling_config
-from recbole_llmsrec.utils import get_model, get_trainer
+from recbole_llmsrec.quick_start import COMPARISON_METRICS, fit_popularity
 
 BATCH_SIZES = (128, 2048, 100_000)
 
@@ -35,14 +30,9 @@ def pop_rows(profile: str) -> list[dict]:
     llm_config = Config("LLMSRec", config_file_list=[profile], config_dict={"show_progress": False, "state": "ERROR"})
     rows = []
     for batch_size in BATCH_SIZES:
-        config = sibling_config(llm_config, "Pop", {"train_batch_size": batch_size})
-        init_seed(config["seed"], config["reproducibility"])
-        dataset = create_dataset(config)
-        splits = dataset.build()
-        train_data, _, test_data = build_dataloaders(config, dataset, splits)
-        model = get_model("Pop")(config, splits[0])
-        trainer = get_trainer(config["MODEL_TYPE"], "Pop")(config, model)
-        trainer.fit(train_data, saved=False, show_progress=False)
+        config, dataset, splits, trainer = fit_popularity(llm_config, {"train_batch_size": batch_size})
+        test_data = build_dataloaders(config, dataset, splits)[2]
+        model = trainer.model
         exact = torch.bincount(splits[0].inter_feat[config["ITEM_ID_FIELD"]], minlength=model.n_items)  # [n_items]
         counted = model.item_cnt.view(-1).float()
         correlation = torch.corrcoef(torch.stack([counted, exact.float()]))[0, 1].item()

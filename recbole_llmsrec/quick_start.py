@@ -75,14 +75,15 @@ def evaluate_in_modes(config: Config, dataset, splits: list, trainers: dict[str,
     return results
 
 
-def popularity_results(config: Config) -> dict[str, dict[str, dict]]:
-    """RecBole's ``Pop`` on the run's data, split and seed, in :func:`evaluate_in_modes`'s form: the floor of the table.
+def fit_popularity(config: Config, settings: dict[str, Any] | None = None) -> tuple[Config, Any, list, Trainer]:
+    """RecBole's ``Pop`` trained on the run's data, split and seed, at the CF baselines' budget
+    (``settings`` on top): its config, dataset, splits and trainer.
 
-    It is the ``Pop`` row of ``--compare`` (the CF baselines' batch size included): every
-    training interaction counts, not only the LLM model's training samples, and the sampled
-    negatives are the same.
+    It is the ``Pop`` row of ``--compare``: every training interaction counts, not only the LLM
+    model's training samples. The batch size matters: RecBole's Pop counts an item at most
+    once per training batch (``benchmarks/pop_batch.py``).
     """
-    pop_config = sibling_config(config, "Pop", cf_budget(config))
+    pop_config = sibling_config(config, "Pop", {**cf_budget(config), **(settings or {})})
     dataset = create_dataset(pop_config)
     splits = dataset.build()
     train_data = build_dataloaders(pop_config, dataset, splits)[0]
@@ -90,6 +91,12 @@ def popularity_results(config: Config) -> dict[str, dict[str, dict]]:
     model = get_model("Pop")(pop_config, splits[0]).to(pop_config["device"])
     trainer = get_trainer(pop_config["MODEL_TYPE"], "Pop")(pop_config, model)
     trainer.fit(train_data, saved=False, show_progress=False)
+    return pop_config, dataset, splits, trainer
+
+
+def popularity_results(config: Config) -> dict[str, dict[str, dict]]:
+    """:func:`fit_popularity`'s Pop in :func:`evaluate_in_modes`'s form (same sampled negatives): the floor of the table."""
+    pop_config, dataset, splits, trainer = fit_popularity(config)
     return evaluate_in_modes(pop_config, dataset, splits, {"Pop": trainer})
 
 
