@@ -43,28 +43,38 @@ def sampled_prefixes_per_user(train_dataset, prefixes: int, seed: int):
     return train_dataset.copy(train_dataset.inter_feat[np.sort(ranked[position < prefixes])])
 
 
-def validation_subset(valid_dataset, users: int | None, seed: int):
-    """The validation split restricted to ``users`` users drawn once with ``seed`` (all when None or more)."""
-    all_users = np.unique(valid_dataset.inter_feat[valid_dataset.uid_field].numpy())
-    if users is None or users >= len(all_users):
-        return valid_dataset
+def user_subset(split, users: int | None, seed: int, key: str):
+    """``split`` restricted to ``users`` of its users drawn once with ``seed`` (all when None or more).
+
+    ``key`` names the config key in the error for a bad value.
+    """
+    all_users = np.unique(split.inter_feat[split.uid_field].numpy())
+    if users is None or (isinstance(users, int) and not isinstance(users, bool) and users >= len(all_users)):
+        return split
     if isinstance(users, bool) or not isinstance(users, int) or users < 1:
-        raise ValueError(f"valid_users={users!r} is neither ~ (every user) nor a positive number of users.")
+        raise ValueError(f"{key}={users!r} is neither ~ (every user) nor a positive number of users.")
     chosen = np.random.default_rng(seed).choice(all_users, size=users, replace=False)
-    rows = np.isin(valid_dataset.inter_feat[valid_dataset.uid_field].numpy(), chosen)
-    return valid_dataset.copy(valid_dataset.inter_feat[np.flatnonzero(rows)])
+    rows = np.isin(split.inter_feat[split.uid_field].numpy(), chosen)
+    return split.copy(split.inter_feat[np.flatnonzero(rows)])
 
 
 def training_samples(config, train_dataset):
-    """The training split as ``train_samples`` asks: ``last``, ``all`` or k prefixes per user."""
+    """The training split as ``train_samples`` and ``train_users`` ask.
+
+    ``train_samples`` keeps ``last``, ``all`` or k prefixes per user; ``train_users`` then keeps
+    a fixed, seeded subset of the users (every user when unset), with the very samples they
+    have in a run on every user.
+    """
     mode = config["train_samples"] or "all"
-    if mode == "all":
-        return train_dataset
     if mode == "last":
-        return last_prefix_per_user(train_dataset)
-    if isinstance(mode, int) and not isinstance(mode, bool) and mode >= 1:
-        return sampled_prefixes_per_user(train_dataset, mode, config["seed"])
-    raise ValueError(f"train_samples={mode!r} is not one of: {', '.join(TRAIN_SAMPLE_MODES)}.")
+        samples = last_prefix_per_user(train_dataset)
+    elif isinstance(mode, int) and not isinstance(mode, bool) and mode >= 1:
+        samples = sampled_prefixes_per_user(train_dataset, mode, config["seed"])
+    elif mode == "all":
+        samples = train_dataset
+    else:
+        raise ValueError(f"train_samples={mode!r} is not one of: {', '.join(TRAIN_SAMPLE_MODES)}.")
+    return user_subset(samples, config["train_users"], config["seed"], "train_users")
 
 
 def single_process_view(config):
@@ -78,8 +88,9 @@ def build_dataloaders(config, dataset, splits: list) -> tuple:
     """Train, valid and test dataloaders over already built splits (``dataset.build()`` runs once only).
 
     ``train_samples: last`` keeps one training sample per user, an integer k that many
-    prefixes per user, ``all`` (RecBole's default) every prefix. ``valid_users`` validates on
-    a fixed, seeded subset of users. Samplers always see the full training split, so sampled
+    prefixes per user, ``all`` (RecBole's default) every prefix; ``train_users`` trains on a
+    fixed, seeded subset of users. ``valid_users`` validates on a fixed, seeded subset of
+    users; test reads every user. Samplers always see the full training split, so sampled
     evaluation negatives exclude every training item of the user.
 
     In a distributed run, valid and test are sharded by user (RecBole's distributed sampler);
@@ -88,7 +99,7 @@ def build_dataloaders(config, dataset, splits: list) -> tuple:
     """
     train_dataset = training_samples(config, splits[0])
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, splits)
-    valid_dataset = validation_subset(splits[1], config["valid_users"], config["seed"])
+    valid_dataset = user_subset(splits[1], config["valid_users"], config["seed"], "valid_users")
     reads_global_batch = getattr(get_model(config["model"]), "reads_global_batch", False)
     train_config = single_process_view(config) if reads_global_batch else config
     train_data = get_dataloader(config, "train")(train_config, train_dataset, train_sampler, shuffle=config["shuffle"])
@@ -98,7 +109,7 @@ def build_dataloaders(config, dataset, splits: list) -> tuple:
 
 
 def data_preparation(config, dataset) -> tuple:
-    """RecBole's ``data_preparation`` with the ``train_samples`` option; returns (train, valid, test)."""
+    """RecBole's ``data_preparation`` with the ``train_users`` and ``train_samples`` options; returns (train, valid, test)."""
     if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
         return recbole_data_preparation(config, dataset)
     return build_dataloaders(config, dataset, dataset.build())

@@ -11,7 +11,7 @@ import yaml
 
 from recbole_llmsrec import compare, reports
 from recbole_llmsrec.checkpoint import read_metadata
-from recbole_llmsrec.data_preparation import sampled_prefixes_per_user, validation_subset
+from recbole_llmsrec.data_preparation import sampled_prefixes_per_user, user_subset
 from recbole_llmsrec.trainer import LLMSRecTrainer, validation_rounds
 
 from recbole_llmsrec.data.synthetic import write_chain_dataset
@@ -89,14 +89,29 @@ def test_validation_subset_is_fixed_by_the_seed(tiny_settings):
     _, _, (_, valid_data, _) = build_llmsrec(tiny_settings)
     full = valid_data._dataset
     users = lambda split: sorted(split.inter_feat["user_id"].tolist())  # noqa: E731
-    first, again, other = (validation_subset(full, 7, seed) for seed in (1, 1, 2))
+    first, again, other = (user_subset(full, 7, seed, "valid_users") for seed in (1, 1, 2))
     assert len(users(first)) == 7 and users(first) == users(again) and users(first) != users(other)
     assert set(users(first)) <= set(users(full))
-    assert validation_subset(full, None, 1) is full and validation_subset(full, 10**6, 1) is full
+    assert user_subset(full, None, 1, "valid_users") is full and user_subset(full, 10**6, 1, "valid_users") is full
     with pytest.raises(ValueError, match="valid_users=0"):
-        validation_subset(full, 0, 1)
+        user_subset(full, 0, 1, "valid_users")
     config, _, (_, subset_loader, _) = build_llmsrec(tiny_settings, valid_users=7)
     assert len(subset_loader._dataset.inter_feat) == 7
+
+
+def test_training_user_subset_keeps_every_sample_of_the_chosen_users_only(tiny_settings):
+    user_set = lambda loader: set(loader._dataset.inter_feat["user_id"].tolist())  # noqa: E731
+    _, _, (every_user, valid_all, test_all) = build_llmsrec(tiny_settings, train_samples=3)
+    _, _, (subset, valid_data, test_data) = build_llmsrec(tiny_settings, train_samples=3, train_users=5)
+    _, _, (again, _, _) = build_llmsrec(tiny_settings, train_samples=3, train_users=5)
+    chosen = user_set(subset)
+    assert len(chosen) == 5 and chosen == user_set(again) and chosen <= user_set(every_user)
+    inter, full = subset._dataset.inter_feat, every_user._dataset.inter_feat
+    kept = torch.isin(full["user_id"], inter["user_id"])
+    assert torch.equal(inter["item_id"], full["item_id"][kept])  # the same prefixes as without the subset
+    assert user_set(valid_data) == user_set(valid_all) and user_set(test_data) == user_set(test_all)
+    with pytest.raises(ValueError, match="train_users=-1"):
+        build_llmsrec(tiny_settings, train_users=-1)
 
 
 def test_sampled_prefixes_keep_the_last_and_draw_the_rest_once(tiny_settings):
