@@ -241,8 +241,13 @@ def training_cost(trainer: Trainer, train_seconds: float | None) -> dict[str, fl
     """What training a model cost: trainable tensor elements, seconds per training epoch (validations
     included) and the peak memory of a fit by :func:`_fit` in MiB, GPU (CUDA only) and process RSS
     (Linux only); None where unknown, e.g. for a teacher trained by the teacher stage."""
-    rounds = len(trainer.train_loss_dict)  # RecBole records one entry per epoch (LLMSRec's trainer: per validation round)
-    epochs = trainer.epoch_of_round(rounds - 1) if hasattr(trainer, "epoch_of_round") and rounds else rounds
+    # RecBole keys one entry per epoch (LLMSRec's trainer: per validation round) by its index; a
+    # resumed fit holds only the rounds after the interruption, so the last index counts them all.
+    last_round = max(trainer.train_loss_dict, default=None)
+    if last_round is None:
+        epochs = 0
+    else:
+        epochs = trainer.epoch_of_round(last_round) if hasattr(trainer, "epoch_of_round") else last_round + 1
     per_epoch = train_seconds / epochs if train_seconds and epochs else None
     if getattr(trainer, "epoch_seconds", None):  # the teacher stage times its epochs itself (no validation)
         per_epoch = sum(trainer.epoch_seconds) / len(trainer.epoch_seconds)

@@ -310,6 +310,8 @@ def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_r
     assert [point["step"] for point in resumed["curve"]] == [point["step"] for point in uninterrupted["curve"]]
     assert resumed["curve"][-1]["losses"] == uninterrupted["curve"][-1]["losses"]
     assert resumed["train_seconds"] > resume_state["fit_seconds"]  # both parts of the training
+    # per epoch of the whole training (2 epochs), not of the part after the interruption
+    assert resumed["cost"]["seconds_per_epoch"] == pytest.approx(resumed["train_seconds"] / 2)
 
     # a marker for other settings is not resumed: that run starts from the beginning
     marker.write_text(json.dumps({"checkpoint": checkpoint}))
