@@ -8,7 +8,9 @@ and the two ablations trains for the same number of steps through ``--compare``;
 reports test uni100 NDCG@10 beside the teacher and Pop and, from the learning curve, the last
 validation score, the last mean cos(u, teacher) and the last uniformity term (whether
 distillation takes hold) and the similarity probe's cosine between each user's vector from
-the original and the shuffled history (whether order matters to it), each as the mean over seeds.
+the original and the shuffled history (whether order matters to it) beside its floor, the cosine
+between different users' vectors (whether the model tells users apart at all), each as the mean
+over seeds.
 
     python benchmarks/chain_study.py --out benchmarks/results/chain_study.md
     # one setting, longer, with the pretrained SmolLM2-135M instead of the tiny random LLaMA
@@ -99,10 +101,11 @@ def main() -> None:
         "2 validations per epoch, no early stopping; test in 1 target + 99 sampled negatives. "
         f"Mean over {args.seeds} seeds (each seed its own teacher); seconds: all seeds.", "",
         "cos(orig, shuffled): mean cosine between each test user's vector from the original and from the "
-        "shuffled history (the similarity probe; the teacher SASRec's in brackets).", "",
+        "shuffled history (the similarity probe; the teacher SASRec's in brackets); other users: mean cosine "
+        "between different users' vectors, the floor of the former.", "",
         "| run | test NDCG@10 | teacher | Pop | last valid NDCG@10 | last cos(u, teacher) | last uniformity "
-        "| cos(orig, shuffled) | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| cos(orig, shuffled) | other users | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -133,7 +136,8 @@ def main() -> None:
                 f"{mean(lambda r: r['curve'][-1]['distill_cosine'])} | "
                 f"{mean(lambda r: r['curve'][-1]['losses'].get('uniformity'))} | "
                 f"{mean(lambda r: r['probes']['similarity']['mean'])} "
-                f"({teacher_similarity:.3f}) | {time.perf_counter() - start:.0f} |"
+                f"({teacher_similarity:.3f}) | {mean(lambda r: r['probes']['similarity'].get('other_users'))} | "
+                f"{time.perf_counter() - start:.0f} |"
             )
             print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
