@@ -17,7 +17,8 @@ RecBole model such as the cached teacher) and measures, on their own test users:
         --out benchmarks/results/ranking_spread_ml100k.md
 
 Seconds are wall time on whatever else the machine runs (an LLM checkpoint encodes its
-catalogue and every test user once).
+catalogue once and every test user twice: for its vector and through ``full_sort_predict``,
+which is what ranks).
 """
 
 from __future__ import annotations
