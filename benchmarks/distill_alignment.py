@@ -64,10 +64,8 @@ SPECS = (
 def distillation_targets(model, split, batch_size: int = 256) -> torch.Tensor:
     """``z = f_cf_user(O_u)`` ``[R, d']`` for every row of a built split, the teacher in eval mode."""
     model.eval()
-    inter = split.inter_feat
     targets = []
-    for begin in range(0, len(inter), batch_size):
-        batch = inter[torch.arange(begin, min(begin + batch_size, len(inter)))].to(model.device)
+    for batch in probes.row_batches(model, split, batch_size):
         teacher_users = model.teacher(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])  # [B, d_cf]
         targets.append(model.cf_user_head(teacher_users))  # [B, d']
     return torch.cat(targets).float().cpu()

@@ -44,10 +44,8 @@ COLUMNS = ("u pairwise", "user share", "top-10 overlap", "with Pop", "distinct i
 def item_scores(model, split, batch_size: int = 256) -> torch.Tensor:
     """The model's raw scores ``[R, n_items]`` of every item for every row of a built split."""
     model.eval()
-    inter = split.inter_feat
     scores = []
-    for begin in range(0, len(inter), batch_size):
-        batch = inter[torch.arange(begin, min(begin + batch_size, len(inter)))].to(model.device)
+    for batch in probes.row_batches(model, split, batch_size):
         scores.append(model.full_sort_predict(batch).float().cpu())  # [B, n_items]
     scores = torch.cat(scores)
     scores[:, 0] = -torch.inf  # RecBole's padding item is never recommended

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -86,6 +88,13 @@ def has_user_vectors(model) -> bool:
     return hasattr(model, "ITEM_SEQ") and hasattr(model, "ITEM_SEQ_LEN")
 
 
+def row_batches(model, split, batch_size: int = 256) -> Iterator[Interaction]:
+    """A built split's rows, in order, as interactions of at most ``batch_size`` rows on the model's device."""
+    inter = split.inter_feat
+    for begin in range(0, len(inter), batch_size):
+        yield inter[torch.arange(begin, min(begin + batch_size, len(inter)))].to(model.device)
+
+
 @torch.no_grad()
 def user_vectors(model, split, batch_size: int = 256) -> torch.Tensor:
     """User vectors ``[R, d]`` for every row of a built split: what the model ranks items with.
@@ -95,10 +104,8 @@ def user_vectors(model, split, batch_size: int = 256) -> torch.Tensor:
     test-time ``[mask]`` like its ``full_sort_predict``.
     """
     model.eval()
-    inter = split.inter_feat
     vectors = []
-    for begin in range(0, len(inter), batch_size):
-        batch = inter[torch.arange(begin, min(begin + batch_size, len(inter)))].to(model.device)
+    for batch in row_batches(model, split, batch_size):
         item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]  # [B, L], [B]
         if hasattr(model, "user_vectors"):
             vectors.append(model.user_vectors(batch))
