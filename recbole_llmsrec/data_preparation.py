@@ -48,11 +48,13 @@ def user_subset(split, users: int | None, seed: int, key: str):
 
     ``key`` names the config key in the error for a bad value.
     """
-    all_users = np.unique(split.inter_feat[split.uid_field].numpy())
-    if users is None or (isinstance(users, int) and not isinstance(users, bool) and users >= len(all_users)):
+    if users is None:
         return split
     if isinstance(users, bool) or not isinstance(users, int) or users < 1:
         raise ValueError(f"{key}={users!r} is neither ~ (every user) nor a positive number of users.")
+    all_users = np.unique(split.inter_feat[split.uid_field].numpy())
+    if users >= len(all_users):
+        return split
     chosen = np.random.default_rng(seed).choice(all_users, size=users, replace=False)
     rows = np.isin(split.inter_feat[split.uid_field].numpy(), chosen)
     return split.copy(split.inter_feat[np.flatnonzero(rows)])
