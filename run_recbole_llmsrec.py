@@ -28,7 +28,7 @@ from recbole_llmsrec.distributed import torchrun_settings
 from recbole_llmsrec.quick_start import default_config_files, run, run_recbole_llmsrec
 
 # Flags of this script only: removed from sys.argv before RecBole's Config reads it.
-OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--recommend", "--export", "--users", "--topk", "--out")
+OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--report", "--recommend", "--export", "--users", "--topk", "--out")
 
 
 def strip_own_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--probes", type=str, default=None,
                         help="with --compare: shuffle,train_shuffle,similarity,breakdown or all")
     parser.add_argument("--results_dir", type=str, default="results", help="where --compare writes its tables")
+    parser.add_argument("--report", type=str, default="True", choices=("True", "False"),
+                        help="with --compare: write the tables and charts (False: only store the rows, "
+                             "leaving the profile's report as it is)")
     parser.add_argument("--resume", type=str, default=None,
                         help="checkpoint of an unfinished run: continue it with its own settings")
     parser.add_argument("--recommend", type=str, default=None, help="checkpoint: write top-k items per user to --out")
@@ -87,8 +90,8 @@ def main() -> None:
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     launched_by_torchrun = torchrun_settings()
     if args.compare is None:
-        if args.probes or args.seeds != 1:
-            parser.error("--probes and --seeds go with --compare=MODEL,... (the models to train and probe)")
+        if args.probes or args.seeds != 1 or args.report != "True":
+            parser.error("--probes, --seeds and --report go with --compare=MODEL,... (the models to train and probe)")
         if args.model is None and args.dataset is None and config_files is None:
             config_files = default_config_files()
         if launched_by_torchrun:  # this process is one rank: torchrun started the others
@@ -109,7 +112,8 @@ def main() -> None:
     # every seed of the comparison the same one.
     sys.argv = [sys.argv[0]] + strip_own_flags(sys.argv[1:], extra=("--seed",))
     outcome = run_comparison(args.compare, dataset=args.dataset, config_files=config_files, seeds=args.seeds,
-                             probe_names=args.probes, results_dir=args.results_dir, first_seed=args.seed)
+                             probe_names=args.probes, results_dir=args.results_dir, first_seed=args.seed,
+                             report=args.report == "True")
     print("\n".join(str(path) for path in outcome["files"]))
 
 

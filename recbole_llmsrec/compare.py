@@ -435,11 +435,14 @@ def run_comparison(
     probe_names: str | list[str] | None = None,
     results_dir: str | os.PathLike = "results",
     first_seed: int | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Train, evaluate and probe every model for ``seeds`` seeds; resume from finished results.
 
     Seeds are ``first_seed, first_seed + 1, ...`` (default: from the profile's ``seed``). Returns ``results``
-    (label -> per-seed result dicts), ``folder`` and the report ``files`` written.
+    (label -> per-seed result dicts), ``folder`` and the report ``files`` written: none when ``report``
+    is False, which only stores the rows (one run of a queue whose combined report a later call writes,
+    instead of replacing the profile's report with this call's rows).
     """
     specs = parse_model_specs(models) if isinstance(models, str) else list(models)
     probe_names = parse_probes(probe_names) if probe_names is None or isinstance(probe_names, str) else list(probe_names)
@@ -464,5 +467,5 @@ def run_comparison(
             else:
                 logger.warning("Comparison: reusing %s", path)
             results[spec.label].append(result)
-    files = write_reports(folder, profile, results, seeds)
+    files = write_reports(folder, profile, results, seeds) if report else []
     return {"results": results, "folder": folder, "files": files}

@@ -401,6 +401,29 @@ def test_comparison_seeds_count_from_first_seed(tmp_path, monkeypatch):
     assert sorted(path.name for path in (tmp_path / "results" / "tiny" / "tiny").iterdir()) == ["Pop-seed7.json", "Pop-seed8.json"]
 
 
+def test_report_false_stores_the_rows_and_leaves_the_profiles_report_alone(tmp_path, monkeypatch):
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**BASE, "dataset": "tiny"}))
+    monkeypatch.setattr(compare, "run_model", lambda spec, *args, **kwargs: {"probes": {}, "label": spec.label})
+    reported = []
+    monkeypatch.setattr(compare, "write_reports", lambda folder, profile, results, seeds: reported.append(list(results)) or [folder / "x.md"])
+    compare.run_comparison("Pop,SASRec", config_files=[str(profile)], results_dir=tmp_path / "results")
+    outcome = compare.run_comparison("GRU4Rec", config_files=[str(profile)], results_dir=tmp_path / "results", report=False)
+    assert outcome["files"] == [] and reported == [["Pop", "SASRec"]]  # the two-row report was not replaced
+    assert (tmp_path / "results" / "tiny" / "tiny" / "GRU4Rec-seed2020.json").exists()
+    compare.run_comparison("Pop,SASRec,GRU4Rec", config_files=[str(profile)], results_dir=tmp_path / "results")
+    assert reported[-1] == ["Pop", "SASRec", "GRU4Rec"]
+
+
+@pytest.mark.parametrize("argv, report", [(["--compare=Pop"], True), (["--compare=Pop", "--report=False"], False)])
+def test_report_flag_reaches_the_comparison(argv, report, monkeypatch):
+    calls = []
+    monkeypatch.setattr(compare, "run_comparison", lambda models, **kwargs: calls.append(kwargs["report"]) or {"files": []})
+    monkeypatch.setattr(sys, "argv", ["run_recbole_llmsrec.py", *argv])
+    run_recbole_llmsrec.main()
+    assert calls == [report]
+
+
 def test_the_peak_rss_counts_what_its_stretch_allocated_and_restarts_after_it():
     measured = PeakMemory(torch.device("cpu"))
     block = mmap.mmap(-1, 64 * 2**20)  # fresh pages from the system, whatever the allocators hold
