@@ -37,7 +37,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.llm import add_special_tokens, frozen_body, load_causal_lm, resolve_llm_path, resolve_tokens_per_pass
-from recbole_llmsrec.model.sequential_recommender import llmsrec as llmsrec_module
+from recbole_llmsrec.model import abstract_recommender
+from recbole_llmsrec.model.sequential_recommender.llmsrec import LLMSRec
 from recbole_llmsrec.quick_start import default_config_files
 from recbole_llmsrec.teacher import train_teacher
 
@@ -166,8 +167,9 @@ def build_causal_lm(shape: str, device: torch.device, dtype: str, llm_path: str 
 def build_model(config, splits, causal_lm, tokenizer):
     """LLMSRec whose frozen body is the given causal LM's (same weights for both algorithms)."""
     init_seed(config["seed"], config["reproducibility"])
-    with mock.patch.object(llmsrec_module, "load_llm", lambda *a, **k: (frozen_body(causal_lm), tokenizer)):
-        model = llmsrec_module.LLMSRec(config, splits[0]).to(config["device"])
+    with mock.patch.object(abstract_recommender, "load_llm", lambda *a, **k: (frozen_body(causal_lm), tokenizer)):
+        model = LLMSRec(config, splits[0]).to(config["device"])
+    model.teacher_dropout = False  # the same distillation target for both algorithms, so that their losses compare
     causal_lm.requires_grad_(False).eval()
     return model
 

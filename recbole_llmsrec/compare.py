@@ -63,6 +63,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 PROBES = ("shuffle", "train_shuffle", "similarity", "breakdown")
 TRAINING_PROBES = ("train_shuffle",)  # probes that train their own model
+# Settings that change what a run shows, not what it computes: a rerun that differs from an
+# interrupted training only in these still continues it.
+PRESENTATION_KEYS = frozenset({"show_progress", "state"})
 RESULT_FORMAT = "recbole_llmsrec.compare/2"  # 2: authors' schedule, whole-prompt tokens, SASRec row = teacher
 
 
@@ -222,7 +225,8 @@ def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | N
 
 def interrupted_checkpoint(marker: Path, config: Config) -> str | None:
     """The checkpoint named by ``marker`` if it holds the resume state of an unfinished training
-    with exactly ``config``'s settings; None otherwise (no marker, finished, other settings)."""
+    with ``config``'s settings (:data:`PRESENTATION_KEYS` aside); None otherwise (no marker,
+    finished, other settings: those are named in a warning)."""
     if not marker.is_file():
         return None
     checkpoint = json.loads(marker.read_text()).get("checkpoint")
@@ -233,8 +237,20 @@ def interrupted_checkpoint(marker: Path, config: Config) -> str | None:
     except ValueError as error:
         logger.warning("Comparison: not resuming from %s (%s); training from the start", checkpoint, error)
         return None
-    unfinished = not metadata["training"].get("finished") and metadata["resume"] is not None
-    return checkpoint if unfinished and metadata["config"] == rebuild_config_dict(config) else None
+    if metadata["training"].get("finished") or metadata["resume"] is None:
+        return None
+    differing = settings_differences(metadata["config"], rebuild_config_dict(config))
+    if differing:
+        logger.warning("Comparison: not resuming from %s, whose settings differ in %s; training from the start",
+                       checkpoint, ", ".join(differing))
+        return None
+    return checkpoint
+
+
+def settings_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two runs' settings, leaving out :data:`PRESENTATION_KEYS`."""
+    keys = (stored.keys() | current.keys()) - PRESENTATION_KEYS
+    return sorted(key for key in keys if stored.get(key) != current.get(key))
 
 
 def training_cost(trainer: Trainer, train_seconds: float | None) -> dict[str, float | None]:

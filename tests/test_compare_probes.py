@@ -322,6 +322,25 @@ def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_r
     assert resumed_from == []
 
 
+@pytest.mark.parametrize("stored, finished, resumes", [
+    ({"learning_rate": 0.001, "show_progress": True}, False, True),  # how it was shown does not matter
+    ({"learning_rate": 0.001}, False, True),
+    ({"learning_rate": 0.0001, "show_progress": False}, False, False),
+    ({"learning_rate": 0.001, "show_progress": False}, True, False),
+])
+def test_an_interrupted_training_is_continued_unless_a_setting_that_changes_it_differs(stored, finished, resumes, tmp_path,
+                                                                                       monkeypatch, caplog):
+    checkpoint, marker = tmp_path / "LLMSRec.safetensors", tmp_path / "LLMSRec-seed2020.train.running.json"
+    checkpoint.touch()
+    marker.write_text(json.dumps({"checkpoint": str(checkpoint)}))
+    metadata = {"config": stored, "training": {"finished": finished}, "resume": {"round": 3}}
+    monkeypatch.setattr(compare, "read_metadata", lambda path: metadata)
+    monkeypatch.setattr(compare, "rebuild_config_dict", lambda config: {"learning_rate": 0.001, "show_progress": False})
+    assert compare.interrupted_checkpoint(marker, config=None) == (str(checkpoint) if resumes else None)
+    named = "differ in learning_rate; training from the start" in caplog.text
+    assert named == (stored["learning_rate"] != 0.001)
+
+
 # ---------------------------------------------------------------------- tables and command line
 def test_table_round_trips_through_parser():
     columns = [reports.Column("NDCG@10 full"), reports.Column("Δ% NDCG@10 full", "percent"), reports.Column("train s", "seconds")]
