@@ -43,6 +43,20 @@ def test_only_adapters_and_heads_train_and_the_base_llm_stays_bit_identical(buil
     assert changed == set(trainable)  # every adapter and head tensor moved
 
 
+def test_adapters_train_in_float32_on_a_bfloat16_llm(tiny_settings):
+    _, model, (train_data, _, _) = build_llm_model("LLaRA", tiny_settings, llm_dtype="bfloat16")
+    assert {p.dtype for name, p in model.llm.named_parameters() if "lora_" not in name} == {torch.bfloat16}
+    assert {p.dtype for p in model.lora.values()} == {torch.float32}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)  # steps far below bf16's resolution of these weights
+    before = {name: p.detach().clone() for name, p in model.lora.items()}
+    model.train()
+    for batch in list(train_data)[:2]:
+        optimizer.zero_grad()
+        sum(model.calculate_loss(batch)).backward()
+        optimizer.step()
+    assert all(not torch.equal(p, before[name]) for name, p in model.lora.items())
+
+
 def test_checkpoint_holds_adapters_and_heads_only_and_restores_the_scores(built, tiny_settings, tmp_path):
     config, model, (_, _, test_data) = built
     with torch.no_grad():

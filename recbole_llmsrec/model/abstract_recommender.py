@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch.utils.checkpoint import checkpoint
@@ -452,6 +453,9 @@ class LoRARecommender(LLMRecommender):
             target_modules=list(config["lora_target_modules"]), bias="none",
         )
         inject_adapter_in_model(lora_config, self.llm)
+        # float32 adapters on a bf16 / fp16 LLM, as peft's get_peft_model makes them: Adam's small
+        # steps would round away in 16-bit weights (peft casts each adapter's input to its dtype)
+        cast_adapter_dtype(self.llm, "default")
         adapters = {name: p for name, p in self.llm.named_parameters() if p.requires_grad}
         if not adapters:
             raise ValueError(
