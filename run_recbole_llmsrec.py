@@ -28,7 +28,8 @@ from recbole_llmsrec.distributed import torchrun_settings
 from recbole_llmsrec.quick_start import default_config_files, run, run_recbole_llmsrec
 
 # Flags of this script only: removed from sys.argv before RecBole's Config reads it.
-OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--report", "--recommend", "--export", "--users", "--topk", "--out")
+OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--report", "--recommend", "--export",
+             "--users", "--topk", "--out")
 
 
 def strip_own_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
