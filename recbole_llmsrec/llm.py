@@ -52,7 +52,9 @@ def default_llm_gguf() -> Path:
 
 
 def resolve_dtype(llm_dtype: str | None, device: torch.device) -> torch.dtype:
-    """``auto`` (or None) means fp32 on CPU (no bf16 hardware there) and bf16 on CUDA."""
+    """``auto`` (or None) means fp32 on CPU and bf16 on CUDA. On the CPU, bf16 is ~2x faster where the
+    CPU has native bf16 (AVX512-BF16, AMX) and slower where it is emulated, and its rounding changes the
+    figures, so it is asked for by name (``benchmarks/RESULTS.md``, "CPU rerun")."""
     if llm_dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
