@@ -3,7 +3,7 @@
 # ml-100k with SmolLM2-135M in bfloat16 (~2.5x faster than float32 on this CPU, which has native
 # bf16; benchmarks/RESULTS.md, "CPU rerun"), one torch thread each, so that both fit on 2 cores:
 #
-#   bash benchmarks/cpu_ml100k.sh lora    # the converged comparison (profile ml-100k-converged-bf16):
+#   bash benchmarks/cpu_ml100k.sh lora    # after the float32 LLMSRec rows, the converged comparison in bf16 (profile ml-100k-converged-bf16):
 #                                         # SASRec, Pop, LLMSRec, then TALLRec and LLaRA, on 2 seeds;
 #                                         # then the training-time shuffle of every row, then CoLLM
 #   bash benchmarks/cpu_ml100k.sh study   # the ablations, LLMSRec-randomLLM and the CF baselines on the
@@ -25,7 +25,9 @@ converged_bf16="$converged properties/quick_start/ml-100k-converged-bf16.yaml"  
 
 case "${1:-}" in
 lora)
-    # LLMSRec on 2 seeds first (~50 min each), then the LoRA baselines (~3 h each)
+    # the float32 converged LLMSRec rows (seed 2020 was interrupted) and their report
+    compare --compare=SASRec,Pop,LLMSRec --config_files=$converged --seeds=2 --probes=shuffle,similarity
+    # in bfloat16: LLMSRec on 2 seeds first (~50 min each), then the LoRA baselines (~3 h each)
     compare --compare=SASRec,Pop,LLMSRec --config_files="$converged_bf16" --seeds=2 --probes=shuffle,similarity
     compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA --config_files="$converged_bf16" --seeds=2 --probes=shuffle,similarity
     compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA --config_files="$converged_bf16" --seeds=2 --probes=all
