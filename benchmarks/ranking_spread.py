@@ -17,8 +17,8 @@ RecBole model such as the cached teacher) and measures, on their own test users:
         --out benchmarks/results/ranking_spread_ml100k.md
 
 Seconds are wall time on whatever else the machine runs (an LLM checkpoint encodes its
-catalogue once and every test user twice: for its vector and through ``full_sort_predict``,
-which is what ranks).
+catalogue and each distinct test history once: ``full_sort_predict``, which is what ranks,
+reads the user vectors from the model's evaluation cache).
 """
 
 from __future__ import annotations
