@@ -12,11 +12,16 @@
 #
 # Run them side by side, never two of the same queue. Every run stores its result under
 # results/ml-100k/ and --compare reuses stored rows and continues an interrupted training from
-# its last validation, so a rerun of a queue picks up where the last one stopped.
+# its last validation, so a rerun of a queue picks up where the last one stopped, on the same
+# machine: the resume state lives in saved/, which a fresh clone does not have. Where machines
+# last a few hours, only a row whose training ends inside them is kept: an LLMSRec-size row takes
+# ~1.6 h (one thread, beside the other queue), a LoRA row ~3 h (estimated: 5.7 h in float32 / 2);
+# run the lora queue alone with two threads (THREADS=2 bash benchmarks/cpu_ml100k.sh lora) to
+# shorten its rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 compare() { "$python" run_recbole_llmsrec.py --show_progress=False "$@"; }
 converged=properties/quick_start/ml-100k-converged.yaml
 study=properties/quick_start/ml-100k-study.yaml
