@@ -163,8 +163,8 @@ def model_settings(spec: ModelSpec, dataset: str | None, config_files: list[str]
     Every model gets LLMSRec's data, split and evaluation settings under the profile (the
     keys its teacher shares with it: filtering, columns, ``eval_args``, metrics, ...), so
     that RecBole's own defaults (e.g. a random 8:1:1 split) never differ between rows. A
-    CF model trains with the profile's teacher budget (``teacher_config``'s ``epochs``,
-    ``stopping_step``, ``train_batch_size``). The spec's overrides come last.
+    CF model trains on the whole training split with the profile's teacher budget
+    (:func:`~recbole_llmsrec.teacher.cf_budget`). The spec's overrides come last.
     """
     settings: dict[str, Any] = {}
     if spec.model != PROFILE_MODEL:

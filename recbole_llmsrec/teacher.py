@@ -40,12 +40,17 @@ SHARED_KEYS = tuple(k for k in dataset_arguments + evaluation_arguments if k != 
 # quick-start profile's ``epochs: 1`` is LLMSRec's budget, not SASRec's). The batch size also
 # matters to RecBole's Pop, which counts an item at most once per training batch.
 CF_BUDGET_KEYS = ("epochs", "stopping_step", "train_batch_size")
+# An LLM profile's training samples (e.g. the converged profile's ``train_samples: 3``) are its
+# budget too: a CF baseline trains on the whole training split, every prefix of every user
+# (RecBole's default), as its teacher does, and Pop counts every training interaction.
+CF_TRAINING_DATA = {"train_samples": "all", "train_users": None}
 
 
 def cf_budget(config) -> dict[str, Any]:
-    """The training budget a CF baseline of this run takes: ``teacher_config``'s :data:`CF_BUDGET_KEYS`."""
+    """The training budget a CF baseline of this run takes: the whole training split
+    (:data:`CF_TRAINING_DATA`) and ``teacher_config``'s :data:`CF_BUDGET_KEYS`."""
     budget = config["teacher_config"] or {}
-    return {key: budget[key] for key in CF_BUDGET_KEYS if key in budget}
+    return {**CF_TRAINING_DATA, **{key: budget[key] for key in CF_BUDGET_KEYS if key in budget}}
 
 
 def sibling_config(config, model: str, settings: dict[str, Any] | None = None) -> PriorityDictConfig:

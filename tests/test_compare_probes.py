@@ -19,7 +19,7 @@ from recbole_llmsrec.checkpoint import read_metadata
 from recbole_llmsrec.config import Config
 from recbole_llmsrec.data_preparation import build_dataloaders
 from recbole_llmsrec.memory import PeakMemory
-from recbole_llmsrec.quick_start import mode_config
+from recbole_llmsrec.quick_start import fit_popularity, mode_config
 from recbole_llmsrec.trainer import SafetensorsCheckpointTrainer
 from recbole_llmsrec.utils import get_model, get_trainer
 from recbole_llmsrec.data.synthetic import write_chain_dataset
@@ -400,6 +400,32 @@ def test_compare_takes_seed_as_its_first_seed_and_hides_it_from_recbole(argv, fi
     (kwargs, recbole_argv), = calls
     assert (kwargs["first_seed"], kwargs["seeds"]) == (first_seed, seeds)
     assert recbole_argv == ["--epochs=2"]  # a --seed left for RecBole would override every seed of the comparison
+
+
+def test_cf_rows_and_pop_train_on_the_whole_split_whatever_the_profiles_training_samples(tmp_path):
+    """``train_samples`` / ``train_users`` in an LLM profile are LLMSRec's data budget: a CF row
+    and the quick start's Pop read every prefix of every user, unless the row's settings say otherwise."""
+    profile = tmp_path / "few-samples.yaml"
+    profile.write_text(yaml.safe_dump({**BASE, "dataset": "tiny", "train_samples": 2, "train_users": 3}))
+
+    def training_rows(config: Config) -> tuple[int, int]:
+        dataset = create_dataset(config)
+        splits = dataset.build()
+        return len(build_dataloaders(config, dataset, splits)[0].dataset), len(splits[0])
+
+    def row_config(label: str) -> Config:
+        spec = compare.parse_model_spec(label)
+        return Config(model=spec.model, dataset="tiny", config_file_list=[str(profile)],
+                      config_dict=compare.model_settings(spec, "tiny", [str(profile)], 2020))
+
+    rows, whole = training_rows(row_config("GRU4Rec"))
+    assert rows == whole
+    rows, _ = training_rows(row_config("GRU4Rec[train_samples=2,train_users=3]"))
+    assert rows == 2 * 3
+    llm_config = Config(model="LLMSRec", dataset="tiny", config_file_list=[str(profile)])
+    assert training_rows(llm_config)[0] == 2 * 3
+    pop_rows, pop_whole = training_rows(fit_popularity(llm_config)[0])  # its own split: interactions, not prefixes
+    assert pop_rows == pop_whole > 2 * 3
 
 
 def test_comparison_seeds_count_from_first_seed(tmp_path, monkeypatch):
