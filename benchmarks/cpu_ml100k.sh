@@ -44,7 +44,8 @@ study)
     row_flags="--llm_gradient_checkpointing=True --report=False"
     # the ablations and the random-weight LLM, then the CF baselines (issue "LLMSRec must learn", item 6)
     compare --compare=LLMSRec-noU,LLMSRec-noDU,LLMSRec-randomLLM --config_files="$converged_bf16" --seeds=2 --probes=shuffle,similarity $row_flags
-    compare --compare=GRU4Rec,NARM,BERT4Rec --config_files="$converged_bf16" --seeds=2 --probes=shuffle,similarity --report=False
+    # (no LLM: in the float32 profile, beside its LLMSRec rows; every prefix of every user, ~1-5 ks each)
+    compare --compare=GRU4Rec,NARM,BERT4Rec --config_files=$converged --seeds=2 --probes=shuffle,similarity --report=False
     # the study's open questions, against its three-prefix row in bfloat16 (one seed):
     # users per epoch (199 users' samples, the same ones they have on every user, for 5 epochs = 150 steps),
     # history length 10 (the paper's) against 5, 6 prefixes per user against 3
