@@ -15,9 +15,9 @@
 # its last validation, so a rerun of a queue picks up where the last one stopped, on the same
 # machine: the resume state lives in saved/, which a fresh clone does not have. Where machines
 # last a few hours, only a row whose training ends inside them is kept: an LLMSRec-size row takes
-# ~1.6 h (one thread, beside the other queue), a LoRA row ~3 h (estimated: 5.7 h in float32 / 2);
-# run the lora queue alone with two threads (THREADS=2 bash benchmarks/cpu_ml100k.sh lora) to
-# shorten its rows.
+# 1.6-2.8 h (one thread, beside the other queue; by CPU), ~1.7 h alone with two threads, a LoRA row
+# more; run the lora queue alone with two threads (THREADS=2 bash benchmarks/cpu_ml100k.sh lora)
+# to shorten its rows (results/README.md, "Not done").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
