@@ -8,7 +8,7 @@
 #                                         # then the training-time shuffle of every row, then CoLLM
 #   bash benchmarks/cpu_ml100k.sh study   # the ablations, LLMSRec-randomLLM and the CF baselines on the
 #                                         # same profile (2 seeds), then the convergence study's open
-#                                         # questions (issue "LLMSRec must learn"), with gradient checkpointing
+#                                         # questions (issue "LLMSRec must learn")
 #
 # Run them side by side, never two of the same queue. Every run stores its result under
 # results/ml-100k/ and --compare reuses stored rows and continues an interrupted training from
@@ -41,7 +41,10 @@ lora)
 study)
     # --report=False: each run only stores its rows; the profiles' combined reports are written by
     # the lora queue and by the commands in results/README.md ("Not done")
-    row_flags="--llm_gradient_checkpointing=True --report=False"
+    # No gradient checkpointing: it made a bf16 LLMSRec round 1.43x slower (608 s against 426 s of
+    # training, 24 steps, one thread beside another run; AMD EPYC, 2026-12-06), and two such rows
+    # without it fit in 24 GB (LLMSRec-randomLLM's peak RSS without it: 6.4 GB).
+    row_flags="--report=False"
     # the ablations and the random-weight LLM, then the CF baselines (issue "LLMSRec must learn", item 6)
     compare --compare=LLMSRec-noU,LLMSRec-noDU,LLMSRec-randomLLM --config_files="$converged_bf16" --seeds=2 --probes=shuffle,similarity $row_flags
     # (no LLM: in the float32 profile, beside its LLMSRec rows; every prefix of every user, ~1-5 ks each)
