@@ -64,6 +64,26 @@ def resolve_dtype(llm_dtype: str | None, device: torch.device) -> torch.dtype:
     return names[llm_dtype]
 
 
+def cpu_computes_natively(dtype: torch.dtype) -> bool:
+    """Whether this CPU has instructions for ``dtype`` matrix products: AVX512-BF16 or AMX for bfloat16,
+    what oneDNN asks for float16, always for float32. Without them torch emulates the half precision."""
+    if dtype == torch.bfloat16:
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if dtype == torch.float16:
+        return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return True
+
+
+def warn_if_cpu_emulates(llm_dtype: str | None, device: torch.device) -> None:
+    """Warn, before anything trains, when ``llm_dtype`` asks a CPU for a half precision it can only emulate."""
+    dtype = resolve_dtype(llm_dtype, device)
+    if device.type == "cpu" and not cpu_computes_natively(dtype):
+        logger.warning(
+            "llm_dtype=%s on a CPU without native %s matrix products: torch emulates them, ~50x slower than "
+            "float32 on an AVX2-only AMD EPYC (results/README.md); set llm_dtype: float32 (or auto) on this machine.",
+            llm_dtype, str(dtype).removeprefix("torch."))
+
+
 def resolve_tokens_per_pass(tokens_per_pass: int | str | None, device: torch.device) -> int:
     """``auto`` (or None) means 1024 padded tokens per LLM pass on CPU, where larger passes
     outgrow the caches and run slower, and 16384 on CUDA, where a pass costs about what it

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import torch
 
-from recbole_llmsrec.llm import load_tokenizer, quantization_config, resolve_llm_path
+from recbole_llmsrec.llm import load_tokenizer, quantization_config, resolve_dtype, resolve_llm_path, warn_if_cpu_emulates
 from recbole_llmsrec.prompts import PromptBuilder, item_titles
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def check_settings(config) -> None:
                                     or temperature <= 0):
         raise ValueError(f"distill_temperature={temperature!r} must be a positive number (e.g. 0.1).")
     quantization_config(config["llm_quantization"], config["device"], torch.float32)  # before the teacher trains
+    resolve_dtype(config["llm_dtype"], config["device"])
     decay = config["lr_decay_per_validation"]
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
         raise ValueError(f"lr_decay_per_validation={decay!r} must be in (0, 1] (1 keeps the learning rate).")
@@ -61,7 +62,8 @@ def timestamps_are_unix_seconds(dataset) -> bool:
 
 
 def check_inputs(config, dataset, valid_dataset=None) -> None:
-    """Refuse settings and data LLMSRec cannot work with, and warn when dates will be left out.
+    """Refuse settings and data LLMSRec cannot work with; warn when dates will be left out and when
+    the CPU can only emulate the asked ``llm_dtype``.
 
     ``dataset`` is the training split, ``valid_dataset`` the validation split (if built).
 
@@ -72,6 +74,7 @@ def check_inputs(config, dataset, valid_dataset=None) -> None:
         FileNotFoundError: ``llm_path`` does not exist.
     """
     check_settings(config)
+    warn_if_cpu_emulates(config["llm_dtype"], config["device"])
     titles = item_titles(dataset, config["item_text_field"])
     # The tokenizer alone (seconds): a wrong llm_path or a max_prompt_tokens too small for the
     # prompt template fail here, not after the teacher has trained.

@@ -26,6 +26,7 @@ DATA_DIR = Path(__file__).parent / "data"
     ({"user_readout": "cls"}, "user_readout='cls' is not one of user_out, last_history"),
     ({"llm_quantization": "4bit"}, "llm_quantization=4bit needs a CUDA GPU .* set llm_quantization: none"),
     ({"item_text_field": "movie_title"}, r"item_text_field='movie_title' is not a field of .*tiny.item \(its fields: "),
+    ({"llm_dtype": "int8"}, "llm_dtype='int8' is not one of auto, float32"),
 ])
 def test_bad_settings_are_refused_before_the_teacher_trains(tiny_settings, overrides, message, monkeypatch, tmp_path):
     monkeypatch.setattr(quick_start, "train_teacher", lambda *a, **k: pytest.fail("the teacher trained first"))
@@ -53,6 +54,32 @@ def test_timestamps_that_are_not_unix_seconds_leave_dates_out_with_a_warning(tin
     assert "does not hold unix seconds" in caplog.text and "prompt_dates: False" in caplog.text
     batch = next(iter(train_data))
     assert model._time_seq(batch) is None
+
+
+@pytest.mark.parametrize("llm_dtype, native, warned", [
+    ("bfloat16", False, True), ("bfloat16", True, False), ("float32", False, False), ("auto", False, False),
+])
+def test_a_half_precision_the_cpu_can_only_emulate_is_warned_of_before_the_teacher_trains(
+        tiny_settings, tmp_path, monkeypatch, caplog, llm_dtype, native, warned):
+    """bfloat16 without AVX512-BF16 or AMX runs ~50x slower than float32: the run says so up front."""
+    from recbole_llmsrec import llm
+
+    class TeacherReached(Exception):
+        pass
+
+    def reach_teacher(*args, **kwargs):
+        raise TeacherReached
+
+    monkeypatch.setattr(llm, "cpu_computes_natively", lambda dtype: native or dtype == torch.float32)
+    monkeypatch.setattr(quick_start, "train_teacher", reach_teacher)
+    settings = {**tiny_settings, "checkpoint_dir": str(tmp_path), "llm_dtype": llm_dtype}
+    with caplog.at_level(logging.WARNING), pytest.raises(TeacherReached):
+        run_recbole_llmsrec(model="LLMSRec", dataset="tiny", config_dict=settings)
+    emulation_warnings = [r.getMessage() for r in caplog.records if "torch emulates them" in r.getMessage()]
+    assert len(emulation_warnings) == (1 if warned else 0)
+    if warned:
+        assert "llm_dtype=bfloat16 on a CPU without native bfloat16" in emulation_warnings[0]
+        assert "set llm_dtype: float32" in emulation_warnings[0]
 
 
 def _copy_tiny(tmp_path: Path) -> Path:
