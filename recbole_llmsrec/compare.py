@@ -302,7 +302,8 @@ def run_model(
     """Train and evaluate one model for one seed and run the probes; the JSON-ready result.
 
     ``stored``, an earlier result of the same spec and seed, is extended instead: when
-    the probes it lacks are all training-time ones, the model itself is not retrained.
+    the probes it lacks are all training-time ones, the model itself is not retrained;
+    otherwise it is, and every inference-time probe of ``stored`` is measured again on it.
     A plain row of LLMSRec's teacher model is that teacher (:func:`teacher_row_config`).
     With ``store`` (the results folder) each training leaves a marker there
     (:func:`running_path`), so that a rerun continues it if it is interrupted.
@@ -338,8 +339,10 @@ def run_model(
             result["teacher"] = {"model": config["teacher_model"], "trained": teacher_result["trained"],
                                  "checkpoint": config["teacher_checkpoint"],
                                  "train_seconds": sum(teacher_result.get("epoch_seconds", [])) or None}
+        # the stored row's inference-time probes are measured again on this model, so none is lost
+        measured = list(dict.fromkeys([*missing, *(stored or {}).get("probes", {})]))
         marker = running_path(store, spec, seed, "train") if store else None
-        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), missing, teacher, marker)
+        evaluate_trained(result, config, dataset, splits, (train_data, valid_data, test_data), measured, teacher, marker)
     if "train_shuffle" in missing:
         window = shuffle_window(config, spec.model)
         shuffled_train = [probes.shuffle_histories(splits[0], seed, window), splits[1], splits[2]]

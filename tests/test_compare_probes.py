@@ -236,6 +236,13 @@ def test_order_aware_model_loses_more_under_shuffle_than_pop(tmp_path, monkeypat
     )
     assert again["results"] == outcome["results"]
 
+    # a probe asked for later is added without losing the stored ones (measured again on the retrained model)
+    monkeypatch.undo()
+    extended = compare.run_comparison("Pop", config_files=[str(profile)], probe_names="breakdown",
+                                      results_dir=tmp_path / "results")["results"]["Pop"][0]
+    assert set(extended["probes"]) == {"shuffle", "similarity", "breakdown"}
+    assert extended["probes"]["shuffle"] == pop["probes"]["shuffle"] and extended["metrics"] == pop["metrics"]
+
 
 # ---------------------------------------------------------------------- LLMSRec through the runner
 def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, tmp_path, monkeypatch):
