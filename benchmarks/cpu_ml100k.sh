@@ -56,8 +56,8 @@ lora)
     # LLMSRec on 2 seeds first (~50 min each in bfloat16), then the LoRA baselines (~3 h each)
     compare --compare=SASRec,Pop,LLMSRec --config_files="$llm_profile" --seeds=2 --probes=shuffle,similarity
     compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA --config_files="$llm_profile" --seeds=2 --probes=shuffle,similarity
-    compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA --config_files="$llm_profile" --seeds=2 --probes=all
-    compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA,CoLLM --config_files="$llm_profile" --seeds=2 --probes=all
+    compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA --config_files="$llm_profile" --seeds=2 --probes=shuffle,similarity,train_shuffle
+    compare --compare=SASRec,Pop,LLMSRec,TALLRec,LLaRA,CoLLM --config_files="$llm_profile" --seeds=2 --probes=shuffle,similarity,train_shuffle
     ;;
 study)
     # --report=False: each run only stores its rows; the profiles' combined reports are written by
