@@ -127,15 +127,20 @@ def relative_change(new: float, old: float) -> float | None:
 
 
 # ---------------------------------------------------------------------- reports
-def _rows(results: dict[str, list[dict]], cell_values) -> dict[str, dict[str, Cell | None]]:
-    """Rows of a table: ``cell_values(result) -> {column: value}`` per seed, summarized over seeds."""
+def _rows(results: dict[str, list[dict]], cell_values, seeds: int) -> dict[str, dict[str, Cell | None]]:
+    """Rows of a table: ``cell_values(result) -> {column: value}`` per seed, summarized over seeds.
+
+    A row filled by fewer than the comparison's ``seeds`` (e.g. a probe run on one seed so
+    far) says so in its label, ``"BERT4Rec (1 of 2 seeds)"``, since the table's note names them all.
+    """
     rows = {}
     for label, per_seed in results.items():
         values = [cell_values(result) for result in per_seed]
         values = [v for v in values if v is not None]
         if values:
             names = dict.fromkeys(name for v in values for name in v)
-            rows[label] = {name: summarize([v.get(name) for v in values]) for name in names}
+            shown = label if len(values) >= seeds else f"{label} ({len(values)} of {seeds} seeds)"
+            rows[shown] = {name: summarize([v.get(name) for v in values]) for name in names}
     return rows
 
 
@@ -162,14 +167,14 @@ def write_reports(
                 "trainable params": cost.get("trainable_parameters"), "s / epoch": cost.get("seconds_per_epoch"),
                 "peak GPU MiB": cost.get("peak_memory_mib"), "peak RSS MiB": cost.get("peak_rss_mib")}
 
-    rows = _rows(results, comparison_cells)
+    rows = _rows(results, comparison_cells, seeds)
     teachers = {label: per_seed for label, per_seed in results.items() if "teacher" in per_seed[0]}
     checkpoints = {r.get("checkpoint") for per_seed in results.values() for r in per_seed} - {None}
     if teachers and next(iter(teachers.values()))[0]["teacher"].get("checkpoint") not in checkpoints:
         first_label = next(iter(teachers))
         teacher_label = f"{teachers[first_label][0]['teacher']['model']} (teacher of {first_label})"
         rows.update(_rows({teacher_label: teachers[first_label]}, lambda r: {
-            **_test_cells(r["teacher"]["metrics"]), "train s": r["teacher"]["train_seconds"]}))
+            **_test_cells(r["teacher"]["metrics"]), "train s": r["teacher"]["train_seconds"]}, seeds))
     notes = (f"Test set; full = ranking all items, uni100 = target among 99 sampled negatives (same for every model). "
              f"{seed_note} train s = wall time of fitting (per-epoch validation included); eval s = one test pass "
              "in full ranking (LLMSRec: item vectors already cached by the last validation); trainable params = "
@@ -195,7 +200,7 @@ def write_reports(
             cells.update({f"Δ% {name}": relative_change(cells[name], base[name]) for name in cells})
             return cells
 
-        rows = _rows(results, change_cells)
+        rows = _rows(results, change_cells, seeds)
         if not rows:
             continue
         what = ("evaluated with each user's test history randomly permuted (seeded; LLMSRec: its "
@@ -213,7 +218,7 @@ def write_reports(
 
     rows = _rows(results, lambda r: None if not r["probes"].get("similarity") else {
         "cosine": r["probes"]["similarity"]["mean"], "std over users": r["probes"]["similarity"]["std"],
-        "other users": r["probes"]["similarity"].get("other_users")})  # absent from results stored before it existed
+        "other users": r["probes"]["similarity"].get("other_users")}, seeds)  # absent from results stored before it existed
     if rows:
         path = folder / f"{profile}.similarity.md"
         notes = ("Mean cosine similarity between each test user's vector from the original and from the shuffled "
@@ -232,7 +237,7 @@ def write_reports(
         return {f"{metric_title(m)} {mode} {group}": stored[mode][group][m]
                 for mode in COMPARISON_MODES for group in BREAKDOWN_GROUPS for m in BREAKDOWN_METRICS}
 
-    rows = _rows(results, breakdown_cells)
+    rows = _rows(results, breakdown_cells, seeds)
     if rows:
         first = next(r for per_seed in results.values() for r in per_seed if r["probes"].get("breakdown"))
         sizes = ", ".join(f"{g}: {first['probes']['breakdown']['full'][g]['users']}" for g in BREAKDOWN_GROUPS)

@@ -365,6 +365,23 @@ def test_table_round_trips_through_parser():
     assert reports.summarize([None]) is None
 
 
+def test_a_probe_stored_for_some_seeds_names_how_many_in_its_row(tmp_path):
+    def result(seed: int, ndcg: float, train_shuffled: float | None) -> dict:
+        metrics = {f"test {mode}": {"ndcg@10": ndcg} for mode in ("full", "uni100")}
+        shuffled = {f"test {mode}": {"ndcg@10": train_shuffled} for mode in ("full", "uni100")}
+        return {"label": "GRU4Rec", "model": "GRU4Rec", "seed": seed, "metrics": metrics, "train_seconds": 1.0,
+                "eval_seconds": 0.1, "probes": {} if train_shuffled is None else {"train_shuffle": {"metrics": shuffled}}}
+
+    results = {"GRU4Rec": [result(2020, 0.4, 0.2), result(2021, 0.6, None)], "NARM": [result(2020, 0.5, 0.25)]}
+    reports.write_reports(tmp_path, "p", results, seeds=2)
+    _, compared = reports.parse_table((tmp_path / "p.md").read_text())
+    assert compared["GRU4Rec"]["NDCG@10 full"] == (0.5, pytest.approx(np.std([0.4, 0.6], ddof=1), abs=1e-4))
+    assert set(compared) == {"GRU4Rec", "NARM (1 of 2 seeds)"}
+    _, shuffled = reports.parse_table((tmp_path / "p.train_shuffle.md").read_text())
+    assert set(shuffled) == {"GRU4Rec (1 of 2 seeds)", "NARM (1 of 2 seeds)"}
+    assert shuffled["GRU4Rec (1 of 2 seeds)"]["Δ% NDCG@10 full"] == (-50.0, None)  # against its own seed, not the mean
+
+
 def test_model_specs_presets_and_errors():
     specs = compare.parse_model_specs("SASRec, LLMSRec[distill_weight=0,uniform_weight=0] ,LLMSRec-noU")
     assert [s.model for s in specs] == ["SASRec", "LLMSRec", "LLMSRec"]
