@@ -68,8 +68,9 @@ study)
     row_flags="--report=False"
     # the ablations and the random-weight LLM, then the CF baselines (issue "LLMSRec must learn", item 6)
     compare --compare=LLMSRec-noU,LLMSRec-noDU,LLMSRec-randomLLM --config_files="$llm_profile" --seeds=2 --probes=shuffle,similarity $row_flags
-    # (no LLM: in the float32 profile, beside its LLMSRec rows; every prefix of every user, ~1-5 ks each)
-    compare --compare=GRU4Rec,NARM,BERT4Rec --config_files=$converged --seeds=2 --probes=shuffle,similarity --report=False
+    # (no LLM: in the float32 profile, beside its LLMSRec rows; every prefix of every user, ~1-5 ks each,
+    # and as long again for the training-time shuffle)
+    compare --compare=GRU4Rec,NARM,BERT4Rec --config_files=$converged --seeds=2 --probes=shuffle,similarity,train_shuffle --report=False
     # the study's open questions, against its three-prefix row in the same dtype (one seed):
     # users per epoch (199 users' samples, the same ones they have on every user, for 5 epochs = 150 steps),
     # history length 10 (the paper's) against 5, 6 prefixes per user against 3
