@@ -23,6 +23,9 @@ over seeds.
     python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
         'TALLRec[learning_rate=0.001]' 'LLaRA[learning_rate=0.001]' 'CoLLM[learning_rate=0.001]' \
         --out benchmarks/results/chain_study_jump_lora.md
+    # a LoRA baseline with the pretrained SmolLM2-135M on the jumping walks (2 torch threads)
+    python benchmarks/chain_study.py --llm smollm2 --epochs 10 --seeds 1 --jump 0.5 --threads 2 \
+        --specs 'LLaRA[learning_rate=0.001]' --out benchmarks/results/chain_study_jump_smollm2_llara.md
     # chosen settings only, with random jumps: only the last item predicts the next
     python benchmarks/chain_study.py --jump 0.5 --specs 'LLMSRec[learning_rate=0.001]' \
         'LLMSRec[learning_rate=0.001,distill_reduction=sum]' --out benchmarks/results/chain_study_jump.md
@@ -82,8 +85,9 @@ def main() -> None:
     parser.add_argument("--jump", type=float, default=0.0,
                         help="probability that a step jumps to a random item: > 0 makes only the last item predictive")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/chain_study.md"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (seconds compare only at equal threads)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     specs = [f"LLMSRec[learning_rate={lr},distill_reduction={reduction},teacher_dropout={dropout}]"
              for lr, reduction, dropout in itertools.product(LEARNING_RATES, REDUCTIONS, TEACHER_DROPOUT)]
     specs += [f"LLMSRec[learning_rate={LEARNING_RATES[-1]},uniform_weight=0]",
