@@ -12,7 +12,8 @@
 #
 # On a CPU without native bfloat16 (AVX512-BF16 or AMX), where it is emulated ~50x slower, the
 # queues refuse to start; DTYPE=float32 runs the same rows in float32 (profile ml-100k-converged,
-# labels without llm_dtype), each ~2x longer than in bfloat16 on a CPU that has it.
+# labels without llm_dtype), each ~2x longer than in bfloat16 on a CPU that has it (on an AVX2-only
+# AMD EPYC alone with THREADS=2: ~19 s a step, ~9.5 min a validation round of an LLMSRec-size row).
 #
 # Run them side by side, never two of the same queue. Every run stores its result under
 # results/ml-100k/ and --compare reuses stored rows and continues an interrupted training from
