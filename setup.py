@@ -36,7 +36,7 @@ setup(
         "pandas<3",
         "numpy",
         "tqdm",
-        "matplotlib",
+        "matplotlib>=3.7",  # figure legends placed "outside" a constrained layout
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["run_recbole_llmsrec=run_recbole_llmsrec:main"]},

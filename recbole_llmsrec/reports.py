@@ -6,8 +6,8 @@ seed; this module only reads those results and draws them:
 - ``<profile>.md`` / ``.png``: the comparison table and chart (test metrics, times);
 - ``<profile>.<probe>.md`` / ``.png``: one table and chart per probe;
 - ``<profile>.curves.png``: validation metric against optimizer steps for every model that
-  records a learning curve (LLMSRec), with its teacher and Pop as horizontal lines, and
-  its loss terms and teacher cosine below.
+  records a learning curve (LLMSRec and the LoRA baselines), with its teacher and Pop as
+  horizontal lines, and one panel per loss term and one for the teacher cosine below.
 """
 
 from __future__ import annotations
@@ -268,17 +268,33 @@ def _pyplot():
     return plt
 
 
-def curve_chart(path: Path, title: str, results: dict[str, list[dict]], valid_metric: str) -> bool:
-    """Learning curves of every result with a ``curve``: the validation metric against optimizer
-    steps (one line per seed), each teacher's and Pop's validation score as horizontal lines;
-    below, the loss terms and cos(u, teacher) per validation. Returns whether anything was drawn."""
+LOSS_TERMS = ("retrieval", "distillation", "uniformity")
+
+
+def curve_figure(title: str, results: dict[str, list[dict]], valid_metric: str):
+    """The learning-curve figure of every result with a ``curve``, or None when none has one.
+
+    Top: the validation metric against optimizer steps (one line per seed, one colour per model),
+    each teacher's and Pop's validation score as horizontal lines. Below, one panel per loss term
+    that any curve records and one for cos(u, teacher), in the models' colours, so that the one
+    legend, beside the top panel, names every line however many models a comparison holds.
+    """
     curved = {label: [r for r in per_seed if r.get("curve")] for label, per_seed in results.items()}
     curved = {label: per_seed for label, per_seed in curved.items() if per_seed}
     if not curved:
-        return False
+        return None
+    points = [point for per_seed in curved.values() for result in per_seed for point in result["curve"]]
+    terms = [term for term in LOSS_TERMS if any(point["losses"].get(term) is not None for point in points)]
+    with_cosine = any(point.get("distill_cosine") is not None for point in points)
     plt = _pyplot()
-    fig, (top, losses, cosine) = plt.subplots(3, 1, figsize=(8.5, 10), sharex=True, height_ratios=[3, 2, 1.3])
-    first_point = next(iter(curved.values()))[0]["curve"][0]
+    lower = len(terms) + with_cosine
+    legend_inches = 0.07 * max(len(label) for label in curved) + 1  # the legend gets its own width
+    fig, axes = plt.subplots(1 + lower, 1, figsize=(6.5 + legend_inches, 4.5 + 1.7 * lower), sharex=True,
+                             squeeze=False, height_ratios=[3] + [1.4] * lower, layout="constrained")
+    top, *panels = axes[:, 0]
+    loss_axes = dict(zip(terms, panels))
+    cosine = panels[-1] if with_cosine else None
+    first_point = points[0]
     setting = f"valid {first_point.get('mode', 'full')}"
     valid_metric = first_point.get("metric", valid_metric)  # the metric the trainer selected on
     references = {}
@@ -296,30 +312,38 @@ def curve_chart(path: Path, title: str, results: dict[str, list[dict]], valid_me
         color = colors[index % len(colors)]
         for seed_index, result in enumerate(per_seed):
             steps = [point["step"] for point in result["curve"]]
-            name = label if seed_index == 0 else None
             top.plot(steps, [point["valid"][valid_metric] for point in result["curve"]], marker="o", markersize=3,
-                     color=color, label=name)
-            for term, style in zip(("retrieval", "distillation", "uniformity"), ("-", "--", ":")):
-                values = [point["losses"].get(term) for point in result["curve"]]
-                if any(v is not None for v in values):
-                    losses.plot(steps, values, linestyle=style, color=color,
-                                label=f"{label}: {term}" if seed_index == 0 else None)
-            cosines = [point.get("distill_cosine") for point in result["curve"]]
-            if any(c is not None for c in cosines):
-                cosine.plot(steps, cosines, color=color, marker=".", label=name)
+                     color=color, label=label if seed_index == 0 else None)
+            lower_curves = {axis: [point["losses"].get(term) for point in result["curve"]]
+                            for term, axis in loss_axes.items()}
+            if cosine is not None:
+                lower_curves[cosine] = [point.get("distill_cosine") for point in result["curve"]]
+            for axis, values in lower_curves.items():
+                if any(value is not None for value in values):  # a LoRA row records neither distillation nor cosine
+                    axis.plot(steps, values, color=color, marker=".")
     for index, (name, values) in enumerate(references.items()):
         if values:
             top.axhline(float(np.mean(values)), color="black", linestyle=("--", ":")[index % 2], linewidth=1,
                         label=f"{name}: {np.mean(values):.4f}")
     top.set_ylabel(f"{metric_title(valid_metric)} ({setting})")
     top.set_title(title)
-    top.legend(fontsize="small")
-    losses.set_ylabel("mean loss per batch")
-    losses.set_yscale("log")
-    losses.legend(fontsize="x-small", ncol=2)
-    cosine.set_ylabel("cos(u, teacher)")
-    cosine.set_xlabel("optimizer steps")
-    fig.tight_layout()
+    fig.legend(loc="outside right upper", fontsize="small")
+    for term, axis in loss_axes.items():
+        axis.set_ylabel(f"{term} loss\n(mean per batch)")
+    for term in ("retrieval", "distillation"):  # non-negative, and spanning orders of magnitude across runs
+        if term in loss_axes:
+            loss_axes[term].set_yscale("log")
+    if cosine is not None:
+        cosine.set_ylabel("cos(u, teacher)")
+    axes[-1, 0].set_xlabel("optimizer steps")
+    return fig
+
+
+def curve_chart(path: Path, title: str, results: dict[str, list[dict]], valid_metric: str) -> bool:
+    """Save :func:`curve_figure` to ``path``; returns whether anything was drawn."""
+    fig = curve_figure(title, results, valid_metric)
+    if fig is None:
+        return False
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return True

@@ -382,6 +382,34 @@ def test_a_probe_stored_for_some_seeds_names_how_many_in_its_row(tmp_path):
     assert shuffled["GRU4Rec (1 of 2 seeds)"]["Δ% NDCG@10 full"] == (-50.0, None)  # against its own seed, not the mean
 
 
+def test_learning_curves_have_a_panel_per_recorded_term_and_one_legend_beside_them():
+    def curve(losses: dict, cosine: float | None) -> list[dict]:
+        return [{"step": step, "mode": "full", "metric": "ndcg@10", "valid": {"ndcg@10": 0.01 * step},
+                 "losses": losses, "distill_cosine": cosine} for step in (10, 20)]
+
+    teacher = {"model": "SASRec", "metrics": {"valid full": {"ndcg@10": 0.05}}}
+    long_label = "LLMSRec[train_samples=3,validations_per_epoch=6,user_readout=last_history]"
+    results = {
+        long_label: [{"curve": curve({"retrieval": 2.0, "distillation": 0.01, "uniformity": 0.5}, 0.1),
+                      "teacher": teacher}],
+        "LLaRA": [{"curve": curve({"retrieval": 1.5}, None), "teacher": teacher}],  # LoRA rows: retrieval only
+        "Pop": [{"model": "Pop", "metrics": {"valid full": {"ndcg@10": 0.02}}}],
+    }
+    fig = reports.curve_figure("curves", results, "ndcg@10")
+    top, *panels = fig.axes
+    assert [axis.get_ylabel().split("\n")[0] for axis in panels] == [
+        "retrieval loss", "distillation loss", "uniformity loss", "cos(u, teacher)"]
+    assert [len(axis.lines) for axis in panels] == [2, 1, 1, 1]  # one line per model that records the term
+    legend = fig.legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == [
+        long_label, "LLaRA", "SASRec (teacher): 0.0500", "Pop: 0.0200"]
+    fig.canvas.draw()
+    legend_box, top_box = legend.get_window_extent(), top.get_window_extent()
+    assert legend_box.x0 >= top_box.x1  # beside the curves, not over them
+    assert legend_box.x1 <= fig.bbox.x1  # and inside the image, however long the labels
+    assert reports.curve_figure("curves", {"Pop": results["Pop"]}, "ndcg@10") is None
+
+
 def test_model_specs_presets_and_errors():
     specs = compare.parse_model_specs("SASRec, LLMSRec[distill_weight=0,uniform_weight=0] ,LLMSRec-noU")
     assert [s.model for s in specs] == ["SASRec", "LLMSRec", "LLMSRec"]
