@@ -90,26 +90,36 @@ def write_table(path: Path, title: str, notes: str, columns: list[Column], rows:
     path.write_text(f"# {title}\n\n{notes.strip()}\n\n{format_table(columns, rows)}\n")
 
 
-def bar_chart(path: Path, title: str, ylabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]) -> None:
-    """Grouped bars: one group per row label, one bar per column, seed std as error bars."""
+def bar_figure(title: str, xlabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]):
+    """Grouped horizontal bars: one group per row label, top to bottom in the table's order, one bar
+    per column, seed std as error bars. Horizontal so that long labels (``LLMSRec[key=value,...]``)
+    stay readable however many rows a comparison holds."""
     plt = _pyplot()
     labels = list(rows)
-    width = 0.8 / max(len(columns), 1)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(labels) + 4), 4.2))
+    height = 0.8 / max(len(columns), 1)
+    label_inches = 0.075 * max((len(label) for label in labels), default=0)  # the tick labels get their own width
+    fig, ax = plt.subplots(figsize=(7.5 + label_inches, 1.5 + 0.16 * len(labels) * max(len(columns), 2)),
+                           layout="constrained")
     for index, column in enumerate(columns):
         cells = [rows[label].get(column) for label in labels]
         means = [cell[0] if cell else np.nan for cell in cells]
         errors = [cell[1] or 0.0 if cell else 0.0 for cell in cells]
-        positions = np.arange(len(labels)) + (index - (len(columns) - 1) / 2) * width
-        ax.bar(positions, means, width, yerr=errors if any(errors) else None, label=column, capsize=2)
-    ax.set_xticks(np.arange(len(labels)), labels, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
+        positions = np.arange(len(labels)) + (index - (len(columns) - 1) / 2) * height
+        ax.barh(positions, means, height, xerr=errors if any(errors) else None, label=column, capsize=2)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize="small")
+    ax.invert_yaxis()  # the first row on top, as in the table
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
+    ax.axvline(0, color="black", linewidth=0.5)
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def bar_chart(path: Path, title: str, xlabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]) -> None:
+    """Save :func:`bar_figure` to ``path``."""
+    fig = bar_figure(title, xlabel, columns, rows)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def metric_columns(prefix: str = "", kind: str = "metric", modes=COMPARISON_MODES) -> list[Column]:

@@ -410,6 +410,21 @@ def test_learning_curves_have_a_panel_per_recorded_term_and_one_legend_beside_th
     assert reports.curve_figure("curves", {"Pop": results["Pop"]}, "ndcg@10") is None
 
 
+def test_bar_chart_lists_rows_top_down_with_their_whole_labels_inside_the_image():
+    labels = ["SASRec", "Pop", "LLMSRec[train_samples=3,validations_per_epoch=6,user_readout=last_history]"]
+    rows = {label: {"NDCG@10 full": (0.1 * (index + 1), 0.01), "NDCG@10 uni100": None}
+            for index, label in enumerate(labels)}
+    fig = reports.bar_figure("comparison", "test score", ["NDCG@10 full", "NDCG@10 uni100"], rows)
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    ticks = sorted(ax.get_yticklabels(), key=lambda tick: -tick.get_window_extent().y0)  # top of the image first
+    assert [tick.get_text() for tick in ticks] == labels
+    assert min(tick.get_window_extent().x0 for tick in ticks) >= 0  # no label cut at the left edge
+    assert [round(bar.get_width(), 4) for bar in ax.patches[:3]] == [0.1, 0.2, 0.3]  # the first column, row by row
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == ["NDCG@10 full", "NDCG@10 uni100"]
+    assert fig.legends[0].get_window_extent().x1 <= fig.bbox.x1
+
+
 def test_model_specs_presets_and_errors():
     specs = compare.parse_model_specs("SASRec, LLMSRec[distill_weight=0,uniform_weight=0] ,LLMSRec-noU")
     assert [s.model for s in specs] == ["SASRec", "LLMSRec", "LLMSRec"]
