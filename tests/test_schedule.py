@@ -61,28 +61,35 @@ def test_validations_lr_decay_and_curve_follow_the_schedule(tiny_settings):
         assert point["valid_score"] == point["valid"]["ndcg@10"]
 
 
-def test_early_stopping_counts_validations_and_best_weights_come_back(tiny_settings, tmp_path):
+@pytest.mark.parametrize("scores, validations, best", [
+    ([0.1, 0.5, 0.2, 0.3, 0.4, 0.9], 5, 1),  # best at the 2nd, then 3 without improvement: stop at the 5th
+    ([0.1, 0.5, 0.2, 0.5, 0.3, 0.4, 0.2, 0.9], 7, 3),  # a tie with the best is an improvement, as the authors' >=
+])
+def test_early_stopping_counts_validations_and_best_weights_come_back(scores, validations, best, tiny_settings,
+                                                                      tmp_path):
     config, model, (train_data, valid_data, _) = build_llmsrec(
-        tiny_settings, epochs=3, validations_per_epoch=2, stopping_step=3, learning_rate=0.01,
+        tiny_settings, epochs=len(scores) // 2, validations_per_epoch=2, stopping_step=3, learning_rate=0.01,
         checkpoint_dir=str(tmp_path),
     )
     trainer = LLMSRecTrainer(config, model)
-    scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.9])  # best at the 2nd, then 3 without improvement: stop at the 5th
+    scripted_scores = iter(scores)
     snapshots = []
     real_valid_epoch = trainer._valid_epoch
 
     def scripted_valid_epoch(valid_data, show_progress=False):
         _, result = real_valid_epoch(valid_data, show_progress)
         snapshots.append(trainable_state(model))
-        return next(scores), result
+        return next(scripted_scores), result
 
     trainer._valid_epoch = scripted_valid_epoch
     best_score, _ = trainer.fit(train_data, valid_data, saved=True)
-    assert len(trainer.curve) == 5 and best_score == 0.5
-    assert any(not torch.equal(snapshots[1][name], snapshots[-1][name]) for name in snapshots[1])
+    assert len(trainer.curve) == validations and best_score == scores[best]
+    # every validation saw other weights, so the restored ones name the validation they came from
+    assert all(any(not torch.equal(snapshots[best][name], other[name]) for name in other)
+               for index, other in enumerate(snapshots) if index != best)
     trainer.evaluate(valid_data, load_best_model=True)
     restored = trainable_state(model)
-    assert all(torch.equal(restored[name], snapshots[1][name]) for name in restored)
+    assert all(torch.equal(restored[name], snapshots[best][name]) for name in restored)
 
 
 def test_validation_subset_is_fixed_by_the_seed(tiny_settings):
