@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recbole_llmsrec.quick_start import COMPARISON_METRICS, COMPARISON_MODES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BREAKDOWN_GROUPS = ("warm", "cold", "transition", "non-transition")
 BREAKDOWN_METRICS = ("ndcg@10", "hit@10")
@@ -90,7 +94,7 @@ def write_table(path: Path, title: str, notes: str, columns: list[Column], rows:
     path.write_text(f"# {title}\n\n{notes.strip()}\n\n{format_table(columns, rows)}\n")
 
 
-def bar_figure(title: str, xlabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]):
+def bar_figure(title: str, xlabel: str, columns: list[str], rows: dict[str, dict[str, Cell | None]]) -> Figure:
     """Grouped horizontal bars: one group per row label, top to bottom in the table's order, one bar
     per column, seed std as error bars. Horizontal so that long labels (``LLMSRec[key=value,...]``)
     stay readable however many rows a comparison holds."""
@@ -281,7 +285,7 @@ def _pyplot():
 LOSS_TERMS = ("retrieval", "distillation", "uniformity")
 
 
-def curve_figure(title: str, results: dict[str, list[dict]], valid_metric: str):
+def curve_figure(title: str, results: dict[str, list[dict]], valid_metric: str) -> Figure | None:
     """The learning-curve figure of every result with a ``curve``, or None when none has one.
 
     Top: the validation metric against optimizer steps (one line per seed, one colour per model),
