@@ -7,9 +7,10 @@ runs the requested probes (:mod:`recbole_llmsrec.probes`) on the trained model, 
 
 - ``<results>/<dataset>/<profile>/<model>-seed<seed>.json``: one file per finished model
   and seed, written atomically; a rerun skips what is there (resume);
-- beside it, while a model trains, ``<model>-seed<seed>.train.running.json`` naming its
-  checkpoint: a rerun of an interrupted comparison continues that training from its last
-  validation (the checkpoint's resume state) instead of starting it again;
+- beside it, until a model's row is written, ``<model>-seed<seed>.train.running.json`` naming
+  its checkpoint: a rerun of an interrupted comparison continues that training from its last
+  validation (the checkpoint's resume state) instead of starting it again, or, when the
+  training had finished, evaluates its checkpoint;
 - through :mod:`recbole_llmsrec.reports`, the comparison table and chart, one table and
   chart per probe, and the learning curves (``<results>/<dataset>/<profile>.*``).
 
@@ -196,14 +197,15 @@ def shuffle_window(config: Config, model: str) -> int | None:
 
 
 def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | None = None) -> tuple[Trainer, float | None]:
-    """Train a fresh model, or continue the interrupted training that ``marker`` names
-    (:func:`interrupted_checkpoint`); return its trainer (best weights not yet loaded) and the
-    training's wall time, summed over interrupted parts (None when that is unknown).
+    """Train a fresh model, or continue the interrupted training that ``marker`` names, or take
+    its finished training (:func:`earlier_training`); return its trainer (best weights not yet
+    loaded) and the training's wall time, summed over interrupted parts (None when unknown).
 
     ``marker`` is written before training starts and names the run's checkpoint, whose resume
-    state (after every validation) is what a rerun of the comparison continues from. The fit's peak
-    memory (:class:`~recbole_llmsrec.memory.PeakMemory`, model loading included) is left in the
-    trainer's ``peak_memory``.
+    state (after every validation) is what a rerun of the comparison continues from; once the
+    training has finished, a rerun interrupted later (test, probes) evaluates that checkpoint.
+    The fit's peak memory (:class:`~recbole_llmsrec.memory.PeakMemory`, model loading included;
+    None for a finished training taken from its checkpoint) is left in the trainer's ``peak_memory``.
     """
     peak = PeakMemory(config["device"])
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -211,10 +213,15 @@ def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | N
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     stamp_training_data(trainer, model_dataset)
     resumable = marker is not None and isinstance(trainer, SafetensorsCheckpointTrainer)
-    unfinished = interrupted_checkpoint(marker, config) if resumable else None
-    if unfinished:
-        logger.warning("Comparison: continuing the interrupted training in %s", unfinished)
-        trainer.resume_checkpoint(unfinished)
+    earlier = earlier_training(marker, config) if resumable else None
+    if earlier and earlier[1]:
+        logger.warning("Comparison: evaluating the finished training in %s", earlier[0])
+        trainer.load_finished(earlier[0])
+        trainer.peak_memory = {"peak_memory_mib": None, "peak_rss_mib": None}
+        return trainer, trainer.fit_seconds
+    if earlier:
+        logger.warning("Comparison: continuing the interrupted training in %s", earlier[0])
+        trainer.resume_checkpoint(earlier[0])
     if resumable:
         write_json_atomic(marker, {"checkpoint": trainer.saved_model_file})
     start = time.perf_counter()
@@ -223,10 +230,11 @@ def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | N
     return trainer, trainer.fit_seconds if resumable else time.perf_counter() - start
 
 
-def interrupted_checkpoint(marker: Path, config: Config) -> str | None:
-    """The checkpoint named by ``marker`` if it holds the resume state of an unfinished training
-    with ``config``'s settings (:data:`PRESENTATION_KEYS` aside); None otherwise (no marker,
-    finished, other settings: those are named in a warning)."""
+def earlier_training(marker: Path, config: Config) -> tuple[str, bool] | None:
+    """The checkpoint named by ``marker`` and whether its training finished, if it was trained with
+    ``config``'s settings (:data:`PRESENTATION_KEYS` aside) and either finished or holds the resume
+    state of an unfinished training; None otherwise (no marker, no resume state yet, other
+    settings: those are named in a warning)."""
     if not marker.is_file():
         return None
     checkpoint = json.loads(marker.read_text()).get("checkpoint")
@@ -237,14 +245,15 @@ def interrupted_checkpoint(marker: Path, config: Config) -> str | None:
     except ValueError as error:
         logger.warning("Comparison: not resuming from %s (%s); training from the start", checkpoint, error)
         return None
-    if metadata["training"].get("finished") or metadata["resume"] is None:
+    finished = bool(metadata["training"].get("finished"))
+    if not finished and metadata["resume"] is None:
         return None
     differing = settings_differences(metadata["config"], rebuild_config_dict(config))
     if differing:
         logger.warning("Comparison: not resuming from %s, whose settings differ in %s; training from the start",
                        checkpoint, ", ".join(differing))
         return None
-    return checkpoint
+    return checkpoint, finished
 
 
 def settings_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -257,13 +266,10 @@ def training_cost(trainer: Trainer, train_seconds: float | None) -> dict[str, fl
     """What training a model cost: trainable tensor elements, seconds per training epoch (validations
     included) and the peak memory of a fit by :func:`_fit` in MiB, GPU (CUDA only) and process RSS
     (Linux only); None where unknown, e.g. for a teacher trained by the teacher stage."""
-    # RecBole keys one entry per epoch (LLMSRec's trainer: per validation round) by its index; a
-    # resumed fit holds only the rounds after the interruption, so the last index counts them all.
-    last_round = max(trainer.train_loss_dict, default=None)
-    if last_round is None:
-        epochs = 0
-    else:
-        epochs = trainer.epoch_of_round(last_round) if hasattr(trainer, "epoch_of_round") else last_round + 1
+    if isinstance(trainer, SafetensorsCheckpointTrainer):
+        epochs = trainer.epochs_trained()
+    else:  # RecBole keys one entry per epoch by its index
+        epochs = max(trainer.train_loss_dict, default=-1) + 1
     per_epoch = train_seconds / epochs if train_seconds and epochs else None
     if getattr(trainer, "epoch_seconds", None):  # the teacher stage times its epochs itself (no validation)
         per_epoch = sum(trainer.epoch_seconds) / len(trainer.epoch_seconds)

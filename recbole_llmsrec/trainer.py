@@ -94,9 +94,10 @@ class SafetensorsCheckpointTrainer(Trainer):
     resume state: the latest weights, optimizer moments, early-stopping state, the training
     loader's shuffling generator, every global random generator and the training time so far.
     :meth:`resume_checkpoint` continues from it to the same result as the uninterrupted run;
-    the finished run's checkpoint drops it. :attr:`fit_seconds` is the training's wall time,
-    validations included, summed over the interrupted parts (None when a resumed checkpoint
-    did not record it).
+    the finished run's checkpoint drops it and keeps what the fit measured (training time,
+    epochs trained), which :meth:`load_finished` restores instead of training again.
+    :attr:`fit_seconds` is the training's wall time, validations included, summed over the
+    interrupted parts (None when a resumed checkpoint did not record it).
 
     In a distributed run every rank keeps the best weights in memory and evaluates on all
     users' rows (:class:`RankGatheringCollector`); only rank 0 writes the checkpoint.
@@ -114,10 +115,18 @@ class SafetensorsCheckpointTrainer(Trainer):
         self._resume_from: tuple[dict[str, torch.Tensor], dict] | None = None
         self._written_after_validation = False
         self.fit_seconds: float | None = 0.0
+        self._reused_epochs: float | None = 0.0  # epochs of the finished run load_finished took
 
     def _training_state(self, finished: bool) -> dict:
         return {"epoch": self._best_epoch, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
-                "finished": finished}
+                "finished": finished, "fit_seconds": self.fit_seconds, "epochs_trained": self.epochs_trained()}
+
+    def epochs_trained(self) -> float | None:
+        """Training epochs run so far (None for a reused finished run that did not record them). A
+        resumed fit's ``train_loss_dict`` holds only the epochs after the interruption, keyed by
+        their index in the whole run, so the last index counts them all."""
+        last = max(self.train_loss_dict, default=None)
+        return self._reused_epochs if last is None else last + 1.0
 
     def _write_checkpoint(self, finished: bool, resume: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
         """Write the best weights (and the resume state) to the run's checkpoint; rank 0 only."""
@@ -179,6 +188,28 @@ class SafetensorsCheckpointTrainer(Trainer):
         self.saved_model_file = str(resume_file)
         self._resume_from = (tensors, state)
         self.logger.info(f"Resuming {resume_file} after validation round {state['round']}")
+
+    def load_finished(self, checkpoint: str) -> dict:
+        """Take the finished run of ``checkpoint`` as this trainer's fit: its best weights (which
+        ``evaluate`` loads), best validation score, training time and epochs trained; return its
+        training state. A run interrupted after its training is thus evaluated, not trained again.
+
+        Raises:
+            ValueError: the run did not finish, or it was trained on other data, teacher or LLM.
+        """
+        metadata = read_metadata(checkpoint)
+        check_fingerprints(metadata["fingerprints"], self.fingerprints, f"Checkpoint {checkpoint}")
+        training = metadata["training"]
+        if not training.get("finished"):
+            raise ValueError(f"{checkpoint} is the checkpoint of an unfinished run: continue it (resume) instead.")
+        self._best_weights, _ = read_tensors(checkpoint)
+        self._best_epoch, self.cur_step = training["epoch"], training["cur_step"]
+        self.best_valid_score = training["best_valid_score"]
+        # absent from checkpoints written before they were kept
+        self.fit_seconds, self._reused_epochs = training.get("fit_seconds"), training.get("epochs_trained")
+        self.saved_model_file = str(checkpoint)
+        self.logger.info(f"Reusing the finished training of {checkpoint}")
+        return training
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self._resume_from is not None:
@@ -327,6 +358,17 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         self.scheduler.load_state_dict(state["scheduler"])
         self.curve = state["curve"]
 
+    def _training_state(self, finished: bool) -> dict:
+        state = super()._training_state(finished)
+        if finished:  # an unfinished run keeps its curve in the resume state
+            state["curve"] = self.curve
+        return state
+
+    def load_finished(self, checkpoint: str) -> dict:
+        training = super().load_finished(checkpoint)
+        self.curve = training.get("curve") or []  # absent from checkpoints written before it was kept
+        return training
+
     def _restore_loader(self, train_data, tensors: dict[str, torch.Tensor], state: dict) -> None:
         """Mid-epoch: replay the epoch's shuffle from its start and skip the batches already trained on."""
         within = self.start_epoch % len(self._rounds)
@@ -337,6 +379,10 @@ class LLMSRecTrainer(SafetensorsCheckpointTrainer):
         self._batches = iter(train_data)
         for _ in range(sum(self._rounds[:within])):
             next(self._batches)
+
+    def epochs_trained(self) -> float | None:
+        last = max(self.train_loss_dict, default=None)
+        return super().epochs_trained() if last is None else self.epoch_of_round(last)
 
     def epoch_of_round(self, round_idx: int) -> float:
         """Training epochs completed at the end of validation round ``round_idx`` (0-based)."""

@@ -154,7 +154,9 @@ def test_a_killed_process_resumed_from_the_command_line_ends_with_the_uninterrup
 
     subprocess.run(command + [f"--resume={checkpoint}"], check=True, env=environment, capture_output=True)
     resumed, finished = read_metadata(checkpoint), read_metadata(next(alone.glob("LLMSRec-*.safetensors")))
+    resumed_seconds, alone_seconds = resumed["training"].pop("fit_seconds"), finished["training"].pop("fit_seconds")
     assert resumed["training"] == finished["training"] and resumed["training"]["finished"] is True
+    assert resumed_seconds > 0 and alone_seconds > 0  # wall times: the two runs' differ
     resumed_weights, _ = read_tensors(checkpoint)
     expected, _ = read_tensors(next(alone.glob("LLMSRec-*.safetensors")))
     assert all(torch.equal(resumed_weights[name], expected[name]) for name in expected)

@@ -329,21 +329,57 @@ def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_r
     assert resumed_from == []
 
 
+def test_a_comparison_interrupted_after_its_training_evaluates_the_finished_checkpoint(tiny_settings, tmp_path,
+                                                                                       monkeypatch):
+    """Killed between the end of training and the stored row (test, probes), a rerun does not
+    train again: it evaluates the finished checkpoint and stores the uninterrupted run's metrics,
+    curve, training time and epochs."""
+    profile = tmp_path / "tiny-llm.yaml"
+    profile.write_text(yaml.safe_dump({**tiny_settings, "dataset": "tiny", "checkpoint_dir": str(tmp_path / "saved"),
+                                       "epochs": 2, "validations_per_epoch": 2, "stopping_step": 10}))
+    run = lambda folder: compare.run_comparison("LLMSRec", config_files=[str(profile)], probe_names="shuffle",  # noqa: E731
+                                                results_dir=tmp_path / folder)
+    uninterrupted = run("alone")["results"]["LLMSRec"][0]
+
+    def killed_before_the_test(trainer, train_seconds):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compare, "training_cost", killed_before_the_test)
+        with pytest.raises(Killed):
+            run("interrupted")
+    marker = tmp_path / "interrupted" / "tiny" / "tiny-llm" / "LLMSRec-seed2020.train.running.json"
+    checkpoint = json.loads(marker.read_text())["checkpoint"]
+    training = read_metadata(checkpoint)["training"]
+    assert training["finished"] and training["epochs_trained"] == 2
+
+    monkeypatch.setattr(SafetensorsCheckpointTrainer, "fit", lambda *args, **kwargs: pytest.fail("trained again"))
+    resumed = run("interrupted")["results"]["LLMSRec"][0]
+    assert not marker.exists()
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["probes"]["shuffle"] == uninterrupted["probes"]["shuffle"]
+    assert resumed["curve"] == json.loads(json.dumps(uninterrupted["curve"]))
+    assert resumed["train_seconds"] == pytest.approx(training["fit_seconds"]) and resumed["train_seconds"] > 0
+    assert resumed["cost"]["seconds_per_epoch"] == pytest.approx(resumed["train_seconds"] / 2)
+    assert resumed["cost"]["peak_rss_mib"] is None  # not measured by this process
+
+
 @pytest.mark.parametrize("stored, finished, resumes", [
     ({"learning_rate": 0.001, "show_progress": True}, False, True),  # how it was shown does not matter
     ({"learning_rate": 0.001}, False, True),
     ({"learning_rate": 0.0001, "show_progress": False}, False, False),
-    ({"learning_rate": 0.001, "show_progress": False}, True, False),
+    ({"learning_rate": 0.001, "show_progress": False}, True, True),  # finished: evaluated, not trained again
+    ({"learning_rate": 0.0001, "show_progress": False}, True, False),
 ])
-def test_an_interrupted_training_is_continued_unless_a_setting_that_changes_it_differs(stored, finished, resumes, tmp_path,
-                                                                                       monkeypatch, caplog):
+def test_an_earlier_training_is_taken_up_unless_a_setting_that_changes_it_differs(stored, finished, resumes, tmp_path,
+                                                                                  monkeypatch, caplog):
     checkpoint, marker = tmp_path / "LLMSRec.safetensors", tmp_path / "LLMSRec-seed2020.train.running.json"
     checkpoint.touch()
     marker.write_text(json.dumps({"checkpoint": str(checkpoint)}))
-    metadata = {"config": stored, "training": {"finished": finished}, "resume": {"round": 3}}
+    metadata = {"config": stored, "training": {"finished": finished}, "resume": None if finished else {"round": 3}}
     monkeypatch.setattr(compare, "read_metadata", lambda path: metadata)
     monkeypatch.setattr(compare, "rebuild_config_dict", lambda config: {"learning_rate": 0.001, "show_progress": False})
-    assert compare.interrupted_checkpoint(marker, config=None) == (str(checkpoint) if resumes else None)
+    assert compare.earlier_training(marker, config=None) == ((str(checkpoint), finished) if resumes else None)
     named = "differ in learning_rate; training from the start" in caplog.text
     assert named == (stored["learning_rate"] != 0.001)
 
