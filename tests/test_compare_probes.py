@@ -273,15 +273,26 @@ def test_llmsrec_comparison_with_ablation_probes_and_teacher_row(tiny_settings, 
     assert set(result["probes"]["train_shuffle"]["metrics"]) == {"valid full", "test full", "valid uni100", "test uni100"}
 
 
-def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_result(tiny_settings, tmp_path, monkeypatch):
-    """Killed after the third of four validations (mid-epoch), a rerun of the same ``--compare``
-    continues from that validation's resume state and stores what the uninterrupted run stores."""
+def _two_epoch_profile(tiny_settings: dict, tmp_path: Path) -> Path:
+    """A tiny LLMSRec profile of two epochs, validated twice each, that early stopping never ends."""
     profile = tmp_path / "tiny-llm.yaml"
     profile.write_text(yaml.safe_dump({**tiny_settings, "dataset": "tiny", "checkpoint_dir": str(tmp_path / "saved"),
                                        "epochs": 2, "validations_per_epoch": 2, "stopping_step": 10}))
-    run = lambda folder: compare.run_comparison("LLMSRec", config_files=[str(profile)], probe_names="",  # noqa: E731
-                                                results_dir=tmp_path / folder)
-    uninterrupted = run("alone")["results"]["LLMSRec"][0]
+    return profile
+
+
+def _compare_llmsrec(profile: Path, results: Path, probes: str = "") -> dict:
+    """The stored row of ``--compare=LLMSRec`` on ``profile`` (seed 2020)."""
+    return compare.run_comparison("LLMSRec", config_files=[str(profile)], probe_names=probes,
+                                  results_dir=results)["results"]["LLMSRec"][0]
+
+
+def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_result(tiny_settings, tmp_path, monkeypatch):
+    """Killed after the third of four validations (mid-epoch), a rerun of the same ``--compare``
+    continues from that validation's resume state and stores what the uninterrupted run stores."""
+    profile = _two_epoch_profile(tiny_settings, tmp_path)
+    run = lambda folder: _compare_llmsrec(profile, tmp_path / folder)  # noqa: E731
+    uninterrupted = run("alone")
 
     write_checkpoint = SafetensorsCheckpointTrainer._write_checkpoint
     resume_states = []
@@ -311,7 +322,7 @@ def test_an_interrupted_comparison_continues_its_training_to_the_uninterrupted_r
         resume(trainer, path)
 
     monkeypatch.setattr(SafetensorsCheckpointTrainer, "resume_checkpoint", recorded_resume)
-    resumed = run("interrupted")["results"]["LLMSRec"][0]
+    resumed = run("interrupted")
     assert resumed_from == [checkpoint] and not marker.exists()
     assert resumed["metrics"] == uninterrupted["metrics"]
     assert [point["step"] for point in resumed["curve"]] == [point["step"] for point in uninterrupted["curve"]]
@@ -334,12 +345,9 @@ def test_a_comparison_interrupted_after_its_training_evaluates_the_finished_chec
     """Killed between the end of training and the stored row (test, probes), a rerun does not
     train again: it evaluates the finished checkpoint and stores the uninterrupted run's metrics,
     curve, training time and epochs."""
-    profile = tmp_path / "tiny-llm.yaml"
-    profile.write_text(yaml.safe_dump({**tiny_settings, "dataset": "tiny", "checkpoint_dir": str(tmp_path / "saved"),
-                                       "epochs": 2, "validations_per_epoch": 2, "stopping_step": 10}))
-    run = lambda folder: compare.run_comparison("LLMSRec", config_files=[str(profile)], probe_names="shuffle",  # noqa: E731
-                                                results_dir=tmp_path / folder)
-    uninterrupted = run("alone")["results"]["LLMSRec"][0]
+    profile = _two_epoch_profile(tiny_settings, tmp_path)
+    run = lambda folder: _compare_llmsrec(profile, tmp_path / folder, probes="shuffle")  # noqa: E731
+    uninterrupted = run("alone")
 
     def killed_before_the_test(trainer, train_seconds):
         raise Killed
@@ -354,7 +362,7 @@ def test_a_comparison_interrupted_after_its_training_evaluates_the_finished_chec
     assert training["finished"] and training["epochs_trained"] == 2
 
     monkeypatch.setattr(SafetensorsCheckpointTrainer, "fit", lambda *args, **kwargs: pytest.fail("trained again"))
-    resumed = run("interrupted")["results"]["LLMSRec"][0]
+    resumed = run("interrupted")
     assert not marker.exists()
     assert resumed["metrics"] == uninterrupted["metrics"]
     assert resumed["probes"]["shuffle"] == uninterrupted["probes"]["shuffle"]
