@@ -283,6 +283,8 @@ def _pyplot():
 
 
 LOSS_TERMS = ("retrieval", "distillation", "uniformity")
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D")
 
 
 def curve_figure(title: str, results: dict[str, list[dict]], valid_metric: str) -> Figure | None:
@@ -323,18 +325,22 @@ def curve_figure(title: str, results: dict[str, list[dict]], valid_metric: str) 
                                  if valid_metric in r.get("metrics", {}).get(setting, {})]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (label, per_seed) in enumerate(curved.items()):
-        color = colors[index % len(colors)]
+        # past the colour cycle (10 colours) the next models take the colours again with another
+        # line style and marker, so that every model keeps a style of its own in the one legend
+        group = index // len(colors)
+        style = {"color": colors[index % len(colors)], "linestyle": LINE_STYLES[group % len(LINE_STYLES)],
+                 "marker": MARKERS[group % len(MARKERS)]}
         for seed_index, result in enumerate(per_seed):
             steps = [point["step"] for point in result["curve"]]
-            top.plot(steps, [point["valid"][valid_metric] for point in result["curve"]], marker="o", markersize=3,
-                     color=color, label=label if seed_index == 0 else None)
+            top.plot(steps, [point["valid"][valid_metric] for point in result["curve"]], markersize=3,
+                     label=label if seed_index == 0 else None, **style)
             lower_curves = {axis: [point["losses"].get(term) for point in result["curve"]]
                             for term, axis in loss_axes.items()}
             if cosine is not None:
                 lower_curves[cosine] = [point.get("distill_cosine") for point in result["curve"]]
             for axis, values in lower_curves.items():
                 if any(value is not None for value in values):  # a LoRA row records neither distillation nor cosine
-                    axis.plot(steps, values, color=color, marker=".")
+                    axis.plot(steps, values, markersize=2, **style)
     for index, (name, values) in enumerate(references.items()):
         if values:
             top.axhline(float(np.mean(values)), color="black", linestyle=("--", ":")[index % 2], linewidth=1,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from matplotlib.colors import to_rgba
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 
@@ -452,6 +453,11 @@ def test_learning_curves_have_a_panel_per_recorded_term_and_one_legend_beside_th
     assert legend_box.x0 >= top_box.x1  # beside the curves, not over them
     assert legend_box.x1 <= fig.bbox.x1  # and inside the image, however long the labels
     assert reports.curve_figure("curves", {"Pop": results["Pop"]}, "ndcg@10") is None
+
+    many = {f"LLMSRec[seed_row={index}]": [{"curve": curve({"retrieval": 1.0}, None)}] for index in range(23)}
+    top = reports.curve_figure("curves", many, "ndcg@10").axes[0]
+    styles = {(tuple(to_rgba(line.get_color())), line.get_linestyle(), line.get_marker()) for line in top.lines}
+    assert len(styles) == len(many)  # past the colour cycle every model still has a style of its own
 
 
 def test_bar_chart_lists_rows_top_down_with_their_whole_labels_inside_the_image():
