@@ -213,15 +213,14 @@ def _fit(config: Config, model_dataset, train_data, valid_data, marker: Path | N
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     stamp_training_data(trainer, model_dataset)
     resumable = marker is not None and isinstance(trainer, SafetensorsCheckpointTrainer)
-    earlier = earlier_training(marker, config) if resumable else None
-    if earlier and earlier[1]:
-        logger.warning("Comparison: evaluating the finished training in %s", earlier[0])
-        trainer.load_finished(earlier[0])
-        trainer.peak_memory = {"peak_memory_mib": None, "peak_rss_mib": None}
+    checkpoint, finished = (earlier_training(marker, config) if resumable else None) or (None, False)
+    if finished:
+        logger.warning("Comparison: evaluating the finished training in %s", checkpoint)
+        trainer.load_finished(checkpoint)  # no peak_memory: training_cost reports it as unknown
         return trainer, trainer.fit_seconds
-    if earlier:
-        logger.warning("Comparison: continuing the interrupted training in %s", earlier[0])
-        trainer.resume_checkpoint(earlier[0])
+    if checkpoint:
+        logger.warning("Comparison: continuing the interrupted training in %s", checkpoint)
+        trainer.resume_checkpoint(checkpoint)
     if resumable:
         write_json_atomic(marker, {"checkpoint": trainer.saved_model_file})
     start = time.perf_counter()
