@@ -104,6 +104,8 @@ class SafetensorsCheckpointTrainer(Trainer):
     """
 
     def __init__(self, config, model):
+        # RecBole's ensure_dir checks, then creates: ranks starting together race on it
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         super().__init__(config, model)
         # RecBole names checkpoints by the second: two runs started together would share one.
         unique_name = f"{os.path.splitext(self.saved_model_file)[0]}-{uuid.uuid4().hex[:8]}.safetensors"
