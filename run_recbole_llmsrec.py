@@ -28,8 +28,8 @@ from recbole_llmsrec.distributed import torchrun_settings
 from recbole_llmsrec.quick_start import default_config_files, run, run_recbole_llmsrec
 
 # Flags of this script only: removed from sys.argv before RecBole's Config reads it.
-OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--report", "--recommend", "--export",
-             "--users", "--topk", "--out")
+OWN_FLAGS = ("--resume", "--compare", "--seeds", "--probes", "--results_dir", "--report", "--stored_only", "--recommend",
+             "--export", "--users", "--topk", "--out")
 
 
 def strip_own_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--report", type=str, default="True", choices=("True", "False"),
                         help="with --compare: write the tables and charts (False: only store the rows, "
                              "leaving the profile's report as it is)")
+    parser.add_argument("--stored_only", type=str, default="False", choices=("True", "False"),
+                        help="with --compare: draw the report from the stored rows, training and evaluating nothing "
+                             "(models or seeds not stored are left out; rows name how many seeds they hold)")
     parser.add_argument("--resume", type=str, default=None,
                         help="checkpoint of an unfinished run: continue it with its own settings")
     parser.add_argument("--recommend", type=str, default=None, help="checkpoint: write top-k items per user to --out")
@@ -91,8 +94,9 @@ def main() -> None:
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     launched_by_torchrun = torchrun_settings()
     if args.compare is None:
-        if args.probes or args.seeds != 1 or args.report != "True":
-            parser.error("--probes, --seeds and --report go with --compare=MODEL,... (the models to train and probe)")
+        if args.probes or args.seeds != 1 or args.report != "True" or args.stored_only != "False":
+            parser.error("--probes, --seeds, --report and --stored_only go with --compare=MODEL,... "
+                         "(the models to train and probe)")
         if args.model is None and args.dataset is None and config_files is None:
             config_files = default_config_files()
         if launched_by_torchrun:  # this process is one rank: torchrun started the others
@@ -114,7 +118,7 @@ def main() -> None:
     sys.argv = [sys.argv[0]] + strip_own_flags(sys.argv[1:], extra=("--seed",))
     outcome = run_comparison(args.compare, dataset=args.dataset, config_files=config_files, seeds=args.seeds,
                              probe_names=args.probes, results_dir=args.results_dir, first_seed=args.seed,
-                             report=args.report == "True")
+                             report=args.report == "True", stored_only=args.stored_only == "True")
     print("\n".join(str(path) for path in outcome["files"]))
 
 

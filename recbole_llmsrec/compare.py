@@ -460,18 +460,28 @@ def run_comparison(
     results_dir: str | os.PathLike = "results",
     first_seed: int | None = None,
     report: bool = True,
+    stored_only: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate and probe every model for ``seeds`` seeds; resume from finished results.
 
     Seeds are ``first_seed, first_seed + 1, ...`` (default: from the profile's ``seed``). Returns ``results``
     (label -> per-seed result dicts), ``folder`` and the report ``files`` written: none when ``report``
     is False, which only stores the rows (one run of a queue whose combined report a later call writes,
-    instead of replacing the profile's report with this call's rows).
+    instead of replacing the profile's report with this call's rows). ``stored_only`` trains and
+    evaluates nothing: the report shows the stored rows, a model without any is left out, a row
+    stored for fewer seeds is labelled so ("LLaRA (1 of 2 seeds)") and a stored row lacking a
+    probe is shown without it (a queue's report while some of its rows are still to run).
+
+    Raises:
+        ValueError: ``seeds`` below 1; ``stored_only`` without ``report``; ``stored_only`` and
+            no stored row of any model.
     """
     specs = parse_model_specs(models) if isinstance(models, str) else list(models)
     probe_names = parse_probes(probe_names) if probe_names is None or isinstance(probe_names, str) else list(probe_names)
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}.")
+    if stored_only and not report:
+        raise ValueError("--stored_only=True only draws the report from stored rows: drop --report=False.")
     config_files, profile = resolve_profile(dataset, config_files)
     base = Config(model=specs[0].model, dataset=dataset, config_file_list=config_files)
     folder = Path(results_dir) / base["dataset"]
@@ -482,6 +492,12 @@ def run_comparison(
         for spec in specs:
             path = result_path(store, spec, seed)
             result = load_result(path, spec)
+            if stored_only:
+                if result is None:
+                    logger.warning("Comparison: %s (seed %d) is not stored in %s: left out", spec.label, seed, store)
+                else:
+                    results[spec.label].append(result)
+                continue
             if result is None or any(name not in result["probes"] for name in probe_names):
                 logger.warning("Comparison: running %s (seed %d)", spec.label, seed)
                 result = run_model(spec, base["dataset"], config_files, seed, probe_names, stored=result, store=store)
@@ -491,5 +507,10 @@ def run_comparison(
             else:
                 logger.warning("Comparison: reusing %s", path)
             results[spec.label].append(result)
+    if stored_only:
+        results = {label: per_seed for label, per_seed in results.items() if per_seed}
+    if not results:
+        raise ValueError(f"--stored_only=True: {store} holds no stored row of {', '.join(s.label for s in specs)} "
+                         f"for seeds {first_seed}-{first_seed + seeds - 1}; run the comparison without it first.")
     files = write_reports(folder, profile, results, seeds) if report else []
     return {"results": results, "folder": folder, "files": files}

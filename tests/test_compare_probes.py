@@ -577,13 +577,43 @@ def test_report_false_stores_the_rows_and_leaves_the_profiles_report_alone(tmp_p
     assert reported[-1] == ["Pop", "SASRec", "GRU4Rec"]
 
 
-@pytest.mark.parametrize("argv, report", [(["--compare=Pop"], True), (["--compare=Pop", "--report=False"], False)])
-def test_report_flag_reaches_the_comparison(argv, report, monkeypatch):
+def test_stored_only_reports_the_stored_rows_and_trains_nothing(tmp_path, monkeypatch):
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**BASE, "dataset": "tiny"}))
+    store = tmp_path / "results" / "tiny" / "tiny"
+    stored = {}
+    for label, seeds in (("Pop", (2020, 2021)), ("GRU4Rec", (2020,))):
+        spec = compare.parse_model_spec(label)
+        for seed in seeds:
+            stored[label, seed] = {"format": compare.RESULT_FORMAT, "model": spec.model, "overrides": spec.overrides,
+                                   "label": label, "seed": seed, "probes": {}}
+            compare.write_json_atomic(compare.result_path(store, spec, seed), stored[label, seed])
+    monkeypatch.setattr(compare, "run_model", lambda *args, **kwargs: pytest.fail("ran a model"))
+    reported = []
+    monkeypatch.setattr(compare, "write_reports", lambda folder, profile, results, seeds: reported.append((results, seeds)) or [])
+    compare.run_comparison("Pop,GRU4Rec,SASRec", config_files=[str(profile)], seeds=2, probe_names="shuffle",
+                           results_dir=tmp_path / "results", stored_only=True)
+    # SASRec has no stored row, GRU4Rec one of two seeds, and neither lacking the probe nor the seed runs anything
+    assert reported == [({"Pop": [stored["Pop", 2020], stored["Pop", 2021]], "GRU4Rec": [stored["GRU4Rec", 2020]]}, 2)]
+    with pytest.raises(ValueError, match="holds no stored row of BERT4Rec"):
+        compare.run_comparison("BERT4Rec", config_files=[str(profile)], results_dir=tmp_path / "results", stored_only=True)
+    with pytest.raises(ValueError, match="drop --report=False"):
+        compare.run_comparison("Pop", config_files=[str(profile)], results_dir=tmp_path / "results", stored_only=True,
+                               report=False)
+
+
+@pytest.mark.parametrize("argv, report, stored_only", [
+    (["--compare=Pop"], True, False),
+    (["--compare=Pop", "--report=False"], False, False),
+    (["--compare=Pop", "--stored_only=True"], True, True),
+])
+def test_report_flags_reach_the_comparison(argv, report, stored_only, monkeypatch):
     calls = []
-    monkeypatch.setattr(compare, "run_comparison", lambda models, **kwargs: calls.append(kwargs["report"]) or {"files": []})
+    monkeypatch.setattr(compare, "run_comparison",
+                        lambda models, **kwargs: calls.append((kwargs["report"], kwargs["stored_only"])) or {"files": []})
     monkeypatch.setattr(sys, "argv", ["run_recbole_llmsrec.py", *argv])
     run_recbole_llmsrec.main()
-    assert calls == [report]
+    assert calls == [(report, stored_only)]
 
 
 def test_the_peak_rss_counts_what_its_stretch_allocated_and_restarts_after_it():
