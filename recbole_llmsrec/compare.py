@@ -509,8 +509,8 @@ def run_comparison(
             results[spec.label].append(result)
     if stored_only:
         results = {label: per_seed for label, per_seed in results.items() if per_seed}
-    if not results:
-        raise ValueError(f"--stored_only=True: {store} holds no stored row of {', '.join(s.label for s in specs)} "
-                         f"for seeds {first_seed}-{first_seed + seeds - 1}; run the comparison without it first.")
+        if not results:
+            raise ValueError(f"--stored_only=True: {store} holds no stored row of {', '.join(s.label for s in specs)} "
+                             f"for seeds {first_seed}-{first_seed + seeds - 1}; run the comparison without it first.")
     files = write_reports(folder, profile, results, seeds) if report else []
     return {"results": results, "folder": folder, "files": files}
